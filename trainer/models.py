@@ -1,0 +1,374 @@
+"""Generator, discriminator and encoder networks for every model kind.
+
+Every class takes explicit dimensions and stores its constructor arguments in ``init_args`` so a
+checkpoint can rebuild it by class name (no pickled classes). Generators end in Tanh and produce
+``[N, C, H, W]`` images in [-1, 1]; discriminators return raw logits ``[N, 1]`` (the losses apply
+the sigmoid, which keeps BCE stable under AMP).
+
+Kinds (``build_networks``):
+
+- ``gan``: MLP generator/discriminator (Goodfellow et al., as in PyTorch-GAN's gan.py).
+- ``dcgan``: convolutional GAN (Radford et al.); nearest upsampling + convolutions, BatchNorm,
+  LeakyReLU. ``arch="simpsons"`` gives the 128x128 report architecture (Linear to 512x8x8, 9x9
+  convolutions).
+- ``cgan``: label-embedding MLP cGAN (embedding concatenated with z, blocks 128-256-512-1024).
+- ``cdcgan``: the convolutional counterpart; the discriminator sees the label as an extra plane.
+- ``aae``: convolutional encoder E, decoder/generator G and image discriminator D.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ganport.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+
+def _image_size(img_shape: list[int] | tuple[int, ...]) -> int:
+    channels, height, width = img_shape
+    if height != width:
+        raise InvalidInputError(f"image shape {list(img_shape)} is not square",
+                                hint="resize the data set with --image-size")
+    return int(height)
+
+
+def _upsampling_plan(size: int, max_init: int = 8) -> tuple[int, int]:
+    """Return (initial feature-map size, number of 2x upsamplings) that reach ``size``."""
+    init, steps = size, 0
+    while init > max_init and init % 2 == 0:
+        init //= 2
+        steps += 1
+    if steps == 0:
+        raise InvalidInputError(f"image size {size} cannot be reached by 2x upsampling",
+                                hint="use a size such as 28, 32, 64 or 128")
+    return init, steps
+
+
+class _Recorded(nn.Module):
+    """Base that remembers constructor arguments for self-describing checkpoints."""
+
+    init_args: dict[str, Any]
+
+    def _record(self, **kwargs: Any) -> None:
+        self.init_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+
+
+def _mlp_block(in_features: int, out_features: int, normalize: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Linear(in_features, out_features)]
+    if normalize:
+        layers.append(nn.BatchNorm1d(out_features))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return layers
+
+
+class _MLPGeneratorTrunk(nn.Sequential):
+    def __init__(self, in_features: int, hidden: list[int], img_shape: list[int]):
+        layers: list[nn.Module] = []
+        width = in_features
+        for i, h in enumerate(hidden):
+            layers += _mlp_block(width, h, normalize=i > 0)
+            width = h
+        layers += [nn.Linear(width, math.prod(img_shape)), nn.Tanh()]
+        super().__init__(*layers)
+
+
+class MLPGenerator(_Recorded):
+    """MLP generator G(z) of the original GAN.
+
+    Args:
+        latent_dim: length of the latent vector z.
+        img_shape: output image shape ``[C, H, W]``.
+        hidden: widths of the hidden layers.
+
+    Example:
+        >>> g = MLPGenerator(100, [1, 28, 28]); g(torch.randn(2, 100)).shape
+        torch.Size([2, 1, 28, 28])
+    """
+
+    def __init__(self, latent_dim: int, img_shape: list[int], hidden: list[int] = (128, 256, 512, 1024)):
+        super().__init__()
+        self._record(latent_dim=latent_dim, img_shape=img_shape, hidden=hidden)
+        self.img_shape = tuple(img_shape)
+        self.model = _MLPGeneratorTrunk(latent_dim, list(hidden), list(img_shape))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z).view(z.shape[0], *self.img_shape)
+
+
+class CondMLPGenerator(_Recorded):
+    """Label-embedding MLP generator G(z, y) of the conditional GAN.
+
+    Args:
+        latent_dim: length of the latent vector z.
+        n_classes: number of classes (labels 0..n_classes-1).
+        img_shape: output image shape ``[C, H, W]``.
+        embed_dim: size of the label embedding (default ``n_classes``).
+        hidden: widths of the hidden layers.
+    """
+
+    def __init__(self, latent_dim: int, n_classes: int, img_shape: list[int],
+                 embed_dim: int | None = None, hidden: list[int] = (128, 256, 512, 1024)):
+        super().__init__()
+        embed_dim = int(embed_dim or n_classes)
+        self._record(latent_dim=latent_dim, n_classes=n_classes, img_shape=img_shape,
+                     embed_dim=embed_dim, hidden=hidden)
+        self.img_shape = tuple(img_shape)
+        self.label_emb = nn.Embedding(n_classes, embed_dim)
+        self.model = _MLPGeneratorTrunk(latent_dim + embed_dim, list(hidden), list(img_shape))
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([z, self.label_emb(label)], dim=1)
+        return self.model(x).view(z.shape[0], *self.img_shape)
+
+
+class MLPDiscriminator(_Recorded):
+    """MLP discriminator D(x) (or D(x, y) when ``n_classes`` > 0), returning logits.
+
+    Args:
+        img_shape: input image shape ``[C, H, W]``.
+        n_classes: number of classes for a conditional discriminator, 0 for none.
+        hidden: widths of the hidden layers.
+        dropout: dropout after each hidden layer but the first (the cGAN uses 0.4).
+    """
+
+    def __init__(self, img_shape: list[int], n_classes: int = 0,
+                 hidden: list[int] = (512, 256), dropout: float = 0.0):
+        super().__init__()
+        self._record(img_shape=img_shape, n_classes=n_classes, hidden=hidden, dropout=dropout)
+        self.label_emb = nn.Embedding(n_classes, n_classes) if n_classes else None
+        layers: list[nn.Module] = []
+        width = math.prod(img_shape) + n_classes
+        for i, h in enumerate(hidden):
+            layers.append(nn.Linear(width, h))
+            if dropout and i > 0:
+                layers.append(nn.Dropout(dropout))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = image.flatten(1)
+        if self.label_emb is not None:
+            x = torch.cat([x, self.label_emb(label)], dim=1)
+        return self.model(x)
+
+
+class _ConvUpsampler(nn.Sequential):
+    """Linear projection to a small feature map, then (upsample, conv, BN, LeakyReLU) blocks."""
+
+    def __init__(self, in_features: int, img_shape: list[int], start_channels: int,
+                 kernel_size: int, min_channels: int = 32):
+        init, steps = _upsampling_plan(_image_size(img_shape))
+        channels = [max(start_channels >> i, min_channels) for i in range(steps + 1)]
+        pad = kernel_size // 2
+        layers: list[nn.Module] = [
+            nn.Linear(in_features, channels[0] * init * init),
+            nn.Unflatten(1, (channels[0], init, init)),
+            nn.BatchNorm2d(channels[0]),
+        ]
+        for i in range(steps):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(channels[i], channels[i + 1], kernel_size, padding=pad),
+                nn.BatchNorm2d(channels[i + 1]),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers += [nn.Conv2d(channels[-1], img_shape[0], kernel_size, padding=pad), nn.Tanh()]
+        super().__init__(*layers)
+
+
+class DCGenerator(_Recorded):
+    """Convolutional generator G(z) (DCGAN / AAE decoder).
+
+    Args:
+        latent_dim: length of the latent vector z.
+        img_shape: output image shape ``[C, H, W]``; H = W = init * 2^k with init <= 8.
+        start_channels: channels of the first feature map (halved at each upsampling).
+        kernel_size: convolution kernel size (9 in the 128x128 Simpsons architecture).
+    """
+
+    def __init__(self, latent_dim: int, img_shape: list[int], start_channels: int = 128,
+                 kernel_size: int = 3):
+        super().__init__()
+        self._record(latent_dim=latent_dim, img_shape=img_shape, start_channels=start_channels,
+                     kernel_size=kernel_size)
+        self.model = _ConvUpsampler(latent_dim, list(img_shape), start_channels, kernel_size)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z)
+
+
+class CondDCGenerator(_Recorded):
+    """Convolutional generator G(z, y): the label embedding is concatenated with z.
+
+    Args:
+        latent_dim: length of the latent vector z.
+        n_classes: number of classes.
+        img_shape: output image shape ``[C, H, W]``.
+        embed_dim: size of the label embedding (default ``n_classes``).
+        start_channels: channels of the first feature map.
+        kernel_size: convolution kernel size.
+    """
+
+    def __init__(self, latent_dim: int, n_classes: int, img_shape: list[int],
+                 embed_dim: int | None = None, start_channels: int = 128, kernel_size: int = 3):
+        super().__init__()
+        embed_dim = int(embed_dim or n_classes)
+        self._record(latent_dim=latent_dim, n_classes=n_classes, img_shape=img_shape,
+                     embed_dim=embed_dim, start_channels=start_channels, kernel_size=kernel_size)
+        self.label_emb = nn.Embedding(n_classes, embed_dim)
+        self.model = _ConvUpsampler(latent_dim + embed_dim, list(img_shape), start_channels, kernel_size)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat([z, self.label_emb(label)], dim=1))
+
+
+class _ConvDownsampler(nn.Sequential):
+    """(conv stride 2, LeakyReLU, dropout, BN) blocks down to a few pixels, then flatten."""
+
+    def __init__(self, in_channels: int, size: int, base_channels: int, max_channels: int = 256):
+        layers: list[nn.Module] = []
+        channels, width = in_channels, size
+        out = base_channels
+        first = True
+        while width > 4:
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
+                       nn.Dropout2d(0.25)]
+            if not first:
+                layers.append(nn.BatchNorm2d(out))
+            first = False
+            channels, width = out, (width + 1) // 2
+            out = min(out * 2, max_channels)
+        layers.append(nn.Flatten())
+        super().__init__(*layers)
+        self.out_features = channels * width * width
+
+
+class DCDiscriminator(_Recorded):
+    """Convolutional discriminator D(x), or D(x, y) with the label as an extra input plane.
+
+    Args:
+        img_shape: input image shape ``[C, H, W]``.
+        n_classes: number of classes for a conditional discriminator, 0 for none.
+        base_channels: channels of the first convolution (doubled at each stride-2 block).
+    """
+
+    def __init__(self, img_shape: list[int], n_classes: int = 0, base_channels: int = 32):
+        super().__init__()
+        self._record(img_shape=img_shape, n_classes=n_classes, base_channels=base_channels)
+        size = _image_size(img_shape)
+        self.size = size
+        self.label_emb = nn.Embedding(n_classes, size * size) if n_classes else None
+        in_channels = img_shape[0] + (1 if n_classes else 0)
+        self.features = _ConvDownsampler(in_channels, size, base_channels)
+        self.head = nn.Linear(self.features.out_features, 1)
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = image
+        if self.label_emb is not None:
+            plane = self.label_emb(label).view(-1, 1, self.size, self.size)
+            x = torch.cat([x, plane], dim=1)
+        return self.head(self.features(x))
+
+
+class Encoder(_Recorded):
+    """Convolutional encoder E(x) -> z of the adversarial autoencoder.
+
+    Args:
+        img_shape: input image shape ``[C, H, W]``.
+        latent_dim: length of the latent vector produced.
+        base_channels: channels of the first convolution.
+    """
+
+    def __init__(self, img_shape: list[int], latent_dim: int, base_channels: int = 32):
+        super().__init__()
+        self._record(img_shape=img_shape, latent_dim=latent_dim, base_channels=base_channels)
+        self.features = _ConvDownsampler(img_shape[0], _image_size(img_shape), base_channels)
+        self.head = nn.Linear(self.features.out_features, latent_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(image))
+
+
+#: Class name -> class, the only classes a checkpoint may name.
+NETWORKS: dict[str, type[_Recorded]] = {
+    cls.__name__: cls
+    for cls in (MLPGenerator, CondMLPGenerator, MLPDiscriminator, DCGenerator, CondDCGenerator,
+                DCDiscriminator, Encoder)
+}
+
+#: Architecture presets for the convolutional kinds (``--arch``).
+ARCH_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The 128x128 Simpsons-faces report: Linear to 512x8x8, nearest upsampling + 9x9 convolutions.
+    "simpsons": {"start_channels": 512, "kernel_size": 9},
+}
+
+KIND_DESCRIPTIONS = {
+    "gan": "MLP GAN (Goodfellow et al.)",
+    "dcgan": "convolutional GAN (Radford et al.), 28-128 px",
+    "cgan": "conditional MLP GAN with label embedding",
+    "cdcgan": "conditional convolutional GAN",
+    "aae": "adversarial autoencoder: encoder, decoder/generator, image discriminator",
+}
+CONDITIONAL_KINDS = ("cgan", "cdcgan")
+
+
+def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: int,
+                   arch: str = "default") -> dict[str, nn.Module]:
+    """Create the networks of one model kind with dimensions taken from the data set.
+
+    Args:
+        kind: one of ``gan``, ``dcgan``, ``cgan``, ``cdcgan``, ``aae``.
+        img_shape: image shape ``[C, H, W]`` from the data set.
+        n_classes: number of classes from the data set (needed > 0 by conditional kinds).
+        latent_dim: length of the latent vector z.
+        arch: architecture preset for convolutional kinds (``default`` or ``simpsons``).
+
+    Returns:
+        ``{"generator": ..., "discriminator": ...}`` plus ``"encoder"`` for ``aae``.
+
+    Example:
+        >>> nets = build_networks("cgan", [1, 28, 28], 62, 100)
+        >>> sorted(nets)
+        ['discriminator', 'generator']
+    """
+    img_shape = [int(v) for v in img_shape]
+    if kind not in KIND_DESCRIPTIONS:
+        raise InvalidInputError(f"unknown model kind {kind!r}", hint=f"choose one of {', '.join(KIND_DESCRIPTIONS)}")
+    if arch not in ARCH_PRESETS:
+        raise InvalidInputError(f"unknown architecture {arch!r}", hint=f"choose one of {', '.join(ARCH_PRESETS)}")
+    if kind in CONDITIONAL_KINDS and n_classes < 2:
+        raise InvalidInputError(f"{kind} needs a labelled data set, this one has {n_classes} classes",
+                                hint="use an unconditional kind (gan, dcgan, aae) or a labelled data set")
+    preset = ARCH_PRESETS[arch]
+    if kind == "gan":
+        return {"generator": MLPGenerator(latent_dim, img_shape),
+                "discriminator": MLPDiscriminator(img_shape)}
+    if kind == "cgan":
+        return {"generator": CondMLPGenerator(latent_dim, n_classes, img_shape),
+                "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), dropout=0.4)}
+    if kind == "dcgan":
+        return {"generator": DCGenerator(latent_dim, img_shape, **preset),
+                "discriminator": DCDiscriminator(img_shape)}
+    if kind == "cdcgan":
+        return {"generator": CondDCGenerator(latent_dim, n_classes, img_shape, **preset),
+                "discriminator": DCDiscriminator(img_shape, n_classes)}
+    return {"generator": DCGenerator(latent_dim, img_shape, **preset),
+            "discriminator": DCDiscriminator(img_shape),
+            "encoder": Encoder(img_shape, latent_dim)}
+
+
+def rebuild_network(class_name: str, init_args: dict[str, Any]) -> nn.Module:
+    """Instantiate a network from its recorded class name and constructor arguments."""
+    if class_name not in NETWORKS:
+        raise InvalidInputError(f"unknown network class {class_name!r}",
+                                hint=f"known classes: {', '.join(NETWORKS)}")
+    return NETWORKS[class_name](**init_args)
