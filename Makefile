@@ -1,0 +1,54 @@
+# ganport: the two commands in the README are `make demo` and `make test`.
+# Only Python (3.10+) and make are needed; everything else goes into virtual environments.
+
+PYTHON ?= python3
+VENV := .venv
+RUNTIME_VENV := .venv-runtime
+PIP_FLAGS := --disable-pip-version-check -q
+OUT ?= out/demo
+EDGE_PACKAGE := build/edge-package
+
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench clean
+
+## Full environment: training, export, runtime, server, tests.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -c constraints.txt -e '.[cpu,train,export,dev]'
+	touch $@
+
+## Edge environment: the runtime extras only, no torch (installed from a built wheel).
+$(RUNTIME_VENV)/.installed: pyproject.toml $(VENV)/.installed $(shell git ls-files ganport runtime 2>/dev/null)
+	rm -rf $(RUNTIME_VENV)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) '.[cpu]' pytest pytest-timeout
+	touch $@
+
+venv: $(VENV)/.installed
+runtime-venv: $(RUNTIME_VENV)/.installed
+
+## The main job on built-in data: train a cGAN on glyphs, export, serve, request over gRPC, write PNGs.
+demo: venv
+	$(VENV)/bin/python scripts/demo.py --out $(OUT)
+
+## The test suite: the full environment, then the torch-free edge environment.
+test: test-full test-edge
+
+test-full: venv
+	$(VENV)/bin/python -m pytest -m "not slow and not gpu" -q
+
+test-edge: venv runtime-venv
+	$(VENV)/bin/python scripts/build_edge_package.py $(EDGE_PACKAGE)
+	cd tests/edge && GANPORT_EDGE_PACKAGE=$(CURDIR)/$(EDGE_PACKAGE) ../../$(RUNTIME_VENV)/bin/pytest -q -p no:cacheprovider .
+
+## Regenerate the gRPC stubs in ganport/v1 from protos/.
+protos: venv
+	$(VENV)/bin/python scripts/gen_protos.py
+
+## Benchmarks (see benchmarks/README.md).
+bench: venv
+	$(VENV)/bin/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) $(RUNTIME_VENV) build out *.egg-info
