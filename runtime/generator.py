@@ -1,0 +1,527 @@
+"""``Generator``: an exported model package loaded for use inside any Python program.
+
+The latents are drawn here, on the caller's side, from ``numpy.random.default_rng(seed)``: the
+graphs hold no random numbers, so the same seed gives the same images on every backend and
+device. Every public method validates its arguments and raises
+:class:`~ganport.errors.InvalidInputError` with a message naming the problem and the valid choices.
+
+Example:
+    >>> from ganport.runtime import Generator, make_grid, save_png
+    >>> gen = Generator.load("packages/glyphs")                 # doctest: +SKIP
+    >>> images = gen.generate(16, labels="A", seed=1)           # uint8 [16, 28, 28, 1]  # doctest: +SKIP
+    >>> save_png("grid.png", make_grid(images, nrow=4))         # doctest: +SKIP
+    >>> save_png("word.png", gen.render_word("Hello 2026", seed=1))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ganport.errors import InvalidInputError, ModelNotFoundError, PackageError
+from ganport.runtime import words
+from ganport.runtime.backends import BACKENDS, Backend, backend_for_file, open_backend
+from ganport.runtime.images import from_uint8, to_uint8
+from ganport.runtime.manifest import MANIFEST_NAME, ModelInfo, read_manifest
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Generator", "interpolate_latents", "INTERPOLATION_MODES"]
+
+INTERPOLATION_MODES = ("linear", "slerp")
+_INT_LITERAL = re.compile(r"^\s*\d+\s*$")
+
+
+def _check_count(value: object, name: str, minimum: int = 0) -> int:
+    """Validate a count (n, steps, max_batch...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def interpolate_latents(z0: np.ndarray, z1: np.ndarray, steps: int, mode: str = "linear") -> np.ndarray:
+    """Points from ``z0`` to ``z1`` (both included), evenly spaced in ``t``.
+
+    Args:
+        z0, z1: float32 ``[latent_dim]`` end points.
+        steps: number of points (1 gives just ``z0``).
+        mode: ``linear`` (straight line) or ``slerp`` (great circle, keeps the norm typical of
+            Gaussian latents so the middle frames do not wash out); slerp falls back to linear for
+            (anti-)parallel end points.
+
+    Returns:
+        float32 ``[steps, latent_dim]``.
+
+    Example:
+        >>> interpolate_latents(np.zeros(2, np.float32), np.ones(2, np.float32), 3)[:, 0].tolist()
+        [0.0, 0.5, 1.0]
+    """
+    if mode not in INTERPOLATION_MODES:
+        raise InvalidInputError(f"unknown interpolation mode {mode!r}: valid modes are "
+                                f"{', '.join(INTERPOLATION_MODES)}")
+    start, end = z0.astype(np.float64), z1.astype(np.float64)
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    if mode == "slerp":
+        norms = np.linalg.norm(start) * np.linalg.norm(end)
+        if norms > 0:
+            omega = np.arccos(np.clip(np.dot(start, end) / norms, -1.0, 1.0))
+            if np.sin(omega) > 1e-6:
+                sin = np.sin(omega)
+                return (np.sin((1.0 - t) * omega) / sin * start + np.sin(t * omega) / sin * end).astype(np.float32)
+    return ((1.0 - t) * start + t * end).astype(np.float32)
+
+
+class Generator:
+    """A loaded model package: latents and labels in, uint8 images out.
+
+    Create it with :meth:`Generator.load`. Instances are safe to share between threads (the
+    backends' sessions/modules are; the Generator keeps no per-call state).
+
+    Attributes:
+        info: the package's :class:`~ganport.runtime.manifest.ModelInfo`.
+        max_batch: largest batch sent to the backend in one call; bigger requests are split.
+    """
+
+    def __init__(self, info: ModelInfo, model: Backend, encoder: Backend | None = None, max_batch: int = 256):
+        self.info = info
+        self.max_batch = _check_count(max_batch, "max_batch", 1)
+        self._model = model
+        self._encoder = encoder
+        self._class_index = {name: index for index, name in enumerate(info.class_names)}
+        folded: dict[str, list[int]] = {}
+        for index, name in enumerate(info.class_names):
+            folded.setdefault(name.casefold(), []).append(index)
+        # Case-insensitive name lookup only where it is unambiguous ("a" -> "A" on an uppercase model).
+        self._folded_index = {key: indices[0] for key, indices in folded.items() if len(indices) == 1}
+        self._charmap = words.character_map(info.class_names) if info.conditional else {}
+
+    # ----------------------------------------------------------------------------- loading
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str | None = None, device: str = "cpu",
+             threads: int | None = None, max_batch: int = 256) -> "Generator":
+        """Load a model package directory, or a single ``.onnx`` / ``.ts`` / ``.pt2`` file.
+
+        Args:
+            path: package directory (with ``manifest.json``) or one artifact file, whose embedded
+                metadata then describes the model.
+            backend: ``onnx``, ``torchscript`` or ``pt2``; default ``onnx`` for a directory and the
+                file's own format for a single file.
+            device: ``cpu``, ``cuda`` or ``cuda:N``. Asking for CUDA where it cannot run raises
+                :class:`~ganport.errors.BackendUnavailableError`; there is no silent CPU fallback.
+            threads: CPU threads for inference (onnxruntime intra-op threads, or
+                ``torch.set_num_threads``), default: the backend's choice.
+            max_batch: largest batch per backend call.
+
+        Returns:
+            The :class:`Generator`.
+
+        Raises:
+            ModelNotFoundError: nothing at ``path``.
+            PackageError: not a package, or the requested artifact is missing or malformed.
+            BackendUnavailableError: torch/onnxruntime missing, or the device unavailable.
+
+        Example:
+            >>> gen = Generator.load("packages/glyphs", backend="onnx", device="cpu")  # doctest: +SKIP
+            >>> gen.info.kind, gen.providers                                        # doctest: +SKIP
+            ('cgan', ['CPUExecutionProvider'])
+        """
+        path = Path(path)
+        if backend is not None and backend not in BACKENDS:
+            raise InvalidInputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKENDS)}")
+        if threads is not None:
+            _check_count(threads, "threads", 1)
+        _check_count(max_batch, "max_batch", 1)
+        if not path.exists():
+            raise ModelNotFoundError(f"no model package or file at {path}")
+        if path.is_dir():
+            info = read_manifest(path)
+            backend = backend or "onnx"
+            spec = BACKENDS[backend]
+            artifact = path / info.files.get(spec.model_key, spec.model_file)
+            if not artifact.is_file():
+                present = [name for name, s in BACKENDS.items()
+                           if (path / info.files.get(s.model_key, s.model_file)).is_file()]
+                raise PackageError(f"package {path} has no {backend} artifact ({artifact.name} not found)",
+                                   hint=f"available backends: {', '.join(present) or 'none'}")
+            model = open_backend(backend, artifact, device, threads)
+            directory = path
+        else:
+            file_backend = backend_for_file(path)
+            if file_backend is None:
+                raise PackageError(f"{path} is neither a package directory nor a .onnx/.ts/.pt2 file",
+                                   hint=f"pass the directory holding {MANIFEST_NAME}")
+            if backend is not None and backend != file_backend:
+                raise InvalidInputError(f"backend {backend!r} cannot load {path.name}: it is a {file_backend} file")
+            backend = file_backend
+            spec = BACKENDS[backend]
+            model = open_backend(backend, path, device, threads)
+            info = ModelInfo.from_metadata(model.metadata(), source=str(path))
+            directory = path.parent
+        model.check_inputs(["z", "label"] if info.conditional else ["z"])
+
+        encoder = None
+        if info.has_encoder:
+            encoder_path = directory / info.files.get(spec.encoder_key, spec.encoder_file)
+            if encoder_path.is_file():
+                encoder = open_backend(backend, encoder_path, device, threads)
+                encoder.check_inputs(["image"])
+            else:
+                logger.warning("%s: AAE encoder %s not found; encode() will fail", path, encoder_path.name)
+        generator = cls(info, model, encoder, max_batch=max_batch)
+        logger.info("loaded %s (%s, latent_dim %d, image %s) with %s on %s via %s", info.name, info.kind,
+                    info.latent_dim, info.image_shape, backend, model.device, ", ".join(model.providers))
+        return generator
+
+    @property
+    def backend_name(self) -> str:
+        """The backend in use: ``onnx``, ``torchscript`` or ``pt2``."""
+        return self._model.name
+
+    @property
+    def device(self) -> str:
+        """The device really in use: ``cpu`` or ``cuda:N``."""
+        return self._model.device
+
+    @property
+    def providers(self) -> list[str]:
+        """onnxruntime providers in use (e.g. ``['CPUExecutionProvider']``), or ``['torch:cpu']``."""
+        return list(self._model.providers)
+
+    def __repr__(self) -> str:
+        return (f"<Generator {self.info.name!r} kind={self.info.kind} backend={self.backend_name} "
+                f"device={self.device}>")
+
+    # ----------------------------------------------------------------------------- inputs
+
+    def sample_latents(self, n: int, seed: int | None = None) -> np.ndarray:
+        """Draw ``n`` latent vectors: ``numpy.random.default_rng(seed).standard_normal``.
+
+        Args:
+            n: number of vectors.
+            seed: non-negative integer for reproducible draws, or None for fresh entropy.
+
+        Returns:
+            float32 ``[n, latent_dim]``.
+
+        Example:
+            >>> gen.sample_latents(2, seed=0).shape     # doctest: +SKIP
+            (2, 100)
+        """
+        n = _check_count(n, "n")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise InvalidInputError(f"seed must be a non-negative integer or None, got {seed!r}")
+        rng = np.random.default_rng(None if seed is None else int(seed))
+        return rng.standard_normal((n, self.info.latent_dim), dtype=np.float32)
+
+    def resolve_labels(self, labels: Any, n: int) -> np.ndarray | None:
+        """Turn user labels into the model's ``label`` input.
+
+        Args:
+            labels: None; one label (class index, or class name) used for all ``n`` images; or a
+                sequence / array of ``n`` labels. A string is matched as a class name first
+                (exactly, then case-insensitively where that is unambiguous), then, if it is a
+                decimal integer, as a class index.
+            n: number of images.
+
+        Returns:
+            int64 ``[n]`` for conditional models, None for unconditional ones. With ``labels=None``
+            a conditional model cycles through its classes: ``0, 1, ..., n_classes-1, 0, ...``.
+
+        Raises:
+            InvalidInputError: labels for an unconditional model, an unknown name, an index out of
+                range, or a sequence whose length is neither 1 nor ``n``.
+
+        Example:
+            >>> gen.resolve_labels("A", 3).tolist()     # doctest: +SKIP
+            [10, 10, 10]
+        """
+        n = _check_count(n, "n")
+        info = self.info
+        if not info.conditional:
+            if labels is None:
+                return None
+            raise InvalidInputError(f"model {info.name!r} (kind {info.kind}) is unconditional and takes no labels",
+                                    hint="leave labels out")
+        if labels is None:
+            return np.arange(n, dtype=np.int64) % info.n_classes
+        if isinstance(labels, (str, bytes, int, np.integer)) or (isinstance(labels, np.ndarray) and labels.ndim == 0):
+            return np.full(n, self._label_index(labels.item() if isinstance(labels, np.ndarray) else labels),
+                           dtype=np.int64)
+        if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+            resolved = labels.reshape(-1).astype(np.int64)
+            bad = resolved[(resolved < 0) | (resolved >= info.n_classes)]
+            if bad.size:
+                self._label_index(int(bad[0]))  # raises with the standard message
+        else:
+            try:
+                items = list(labels)
+            except TypeError:
+                raise InvalidInputError(f"labels must be a class index, a class name or a sequence of them, "
+                                        f"got {type(labels).__name__}") from None
+            resolved = np.array([self._label_index(item) for item in items], dtype=np.int64)
+        if resolved.size == 1:
+            return np.full(n, resolved[0], dtype=np.int64)
+        if resolved.size != n:
+            raise InvalidInputError(f"got {resolved.size} labels for {n} images: pass one label or exactly {n}")
+        return resolved
+
+    def _label_index(self, value: Any) -> int:
+        """One label (index or name) -> class index."""
+        info = self.info
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            if value in self._class_index:
+                return self._class_index[value]
+            if value.casefold() in self._folded_index:
+                return self._folded_index[value.casefold()]
+            if _INT_LITERAL.match(value):
+                value = int(value)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < info.n_classes:
+            return int(value)
+        raise InvalidInputError(f"unknown label {value!r}: valid labels are 0..{info.n_classes - 1} "
+                                f"or class names {words.summarize_names(info.class_names)}")
+
+    def _check_latents(self, z: Any, name: str = "z") -> np.ndarray:
+        """Validate latents: float32 ``[N, latent_dim]``, all finite."""
+        latent_dim = self.info.latent_dim
+        try:
+            array = np.asarray(z)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"{name} must be a numeric array [N, {latent_dim}]: {exc}") from None
+        if array.dtype.kind not in "fiu":
+            raise InvalidInputError(f"{name} must be a float array [N, {latent_dim}], got dtype {array.dtype}")
+        if array.ndim != 2 or array.shape[1] != latent_dim:
+            raise InvalidInputError(f"{name} must have shape [N, {latent_dim}] (N latent vectors of length "
+                                    f"{latent_dim}), got {list(array.shape)}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        finite = np.isfinite(array)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            shown = ", ".join(str(r) for r in rows[:8]) + (", ..." if rows.size > 8 else "")
+            raise InvalidInputError(f"{name} contains NaN or infinite values (row(s) {shown})")
+        return array
+
+    def _check_images(self, images: Any) -> np.ndarray:
+        """Validate encoder input; return float32 ``[N, C, H, W]`` in the model's value range."""
+        c, h, w = self.info.image_shape
+        low, high = self.info.value_range
+        expected = (f"uint8 [N, {h}, {w}, {c}] (NHWC pixels) or float32 [N, {c}, {h}, {w}] in "
+                    f"[{low:g}, {high:g}]")
+        array = np.asarray(images)
+        if array.dtype == np.uint8:
+            if array.ndim == 3 and c == 1:
+                array = array[..., None]
+            if array.ndim != 4 or array.shape[1:] != (h, w, c):
+                raise InvalidInputError(f"images must be {expected}; got uint8 shape {list(array.shape)}")
+            return from_uint8(array, self.info.value_range)
+        if array.dtype.kind != "f":
+            raise InvalidInputError(f"images must be {expected}; got dtype {array.dtype}")
+        if array.ndim != 4 or array.shape[1:] != (c, h, w):
+            raise InvalidInputError(f"images must be {expected}; got {array.dtype} shape {list(array.shape)}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise InvalidInputError("images contain NaN or infinite values")
+        tolerance = 1e-3 * (high - low)
+        if array.size and (array.min() < low - tolerance or array.max() > high + tolerance):
+            raise InvalidInputError(f"float images must lie in [{low:g}, {high:g}], got values in "
+                                    f"[{array.min():g}, {array.max():g}]",
+                                    hint="pass uint8 pixels, or scale with ganport.runtime.images.from_uint8")
+        return array
+
+    # ----------------------------------------------------------------------------- model calls
+
+    def _call(self, backend: Backend, feeds: Mapping[str, np.ndarray], out_tail: tuple[int, ...]) -> np.ndarray:
+        """Run ``backend`` in chunks of ``max_batch`` rows and check the output shape."""
+        count = len(next(iter(feeds.values())))
+        if count == 0:
+            return np.zeros((0, *out_tail), np.float32)
+        outputs = []
+        for start in range(0, count, self.max_batch):
+            chunk = {name: array[start:start + self.max_batch] for name, array in feeds.items()}
+            output = backend(chunk)
+            rows = len(next(iter(chunk.values())))
+            if output.shape != (rows, *out_tail):
+                raise PackageError(f"{backend.path.name} returned shape {list(output.shape)}, the package "
+                                   f"declares {[rows, *out_tail]}", hint="re-export the model")
+            outputs.append(output)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def run(self, z: Any, labels: Any = None) -> np.ndarray:
+        """The raw model call: latents (and labels) -> float32 images in the model's value range.
+
+        Args:
+            z: float ``[N, latent_dim]``, finite.
+            labels: see :meth:`resolve_labels`.
+
+        Returns:
+            float32 ``[N, C, H, W]``. Requests larger than ``max_batch`` are split; the result is
+            the same as one big call.
+
+        Example:
+            >>> gen.run(gen.sample_latents(4, seed=0), labels="A").shape   # doctest: +SKIP
+            (4, 1, 28, 28)
+        """
+        z = self._check_latents(z)
+        feeds = {"z": z}
+        resolved = self.resolve_labels(labels, len(z))
+        if resolved is not None:
+            feeds["label"] = resolved
+        return self._call(self._model, feeds, tuple(self.info.image_shape))
+
+    def _pixels(self, images: np.ndarray) -> np.ndarray:
+        return to_uint8(images, self.info.value_range)
+
+    def generate(self, n: int, labels: Any = None, seed: int | None = None) -> np.ndarray:
+        """Generate ``n`` images from seeded random latents.
+
+        Args:
+            n: number of images.
+            labels: see :meth:`resolve_labels` (conditional models; None cycles through the classes).
+            seed: for reproducible images (same seed -> same images on every backend).
+
+        Returns:
+            uint8 ``[n, H, W, C]``.
+
+        Example:
+            >>> gen.generate(16, labels="A", seed=1).shape     # doctest: +SKIP
+            (16, 28, 28, 1)
+        """
+        z = self.sample_latents(n, seed)
+        return self._pixels(self.run(z, labels))
+
+    def decode(self, z: Any, labels: Any = None) -> np.ndarray:
+        """Images from caller-supplied latents.
+
+        Args:
+            z: float ``[N, latent_dim]`` (wrong shape, NaN or inf -> InvalidInputError).
+            labels: see :meth:`resolve_labels`.
+
+        Returns:
+            uint8 ``[N, H, W, C]``.
+
+        Example:
+            >>> gen.decode(np.zeros((1, gen.info.latent_dim), np.float32), labels="7").shape  # doctest: +SKIP
+            (1, 28, 28, 1)
+        """
+        return self._pixels(self.run(z, labels))
+
+    def encode(self, images: Any) -> np.ndarray:
+        """Images -> latents with the AAE encoder (``decode(encode(x))`` reconstructs ``x``).
+
+        Args:
+            images: uint8 ``[N, H, W, C]`` pixels (``[N, H, W]`` for grayscale), or float32
+                ``[N, C, H, W]`` in the model's value range (``[-1, 1]``).
+
+        Returns:
+            float32 ``[N, latent_dim]``.
+
+        Raises:
+            InvalidInputError: the model has no encoder (not an AAE) or the images are malformed.
+
+        Example:
+            >>> z = gen.encode(images)                      # doctest: +SKIP
+            >>> reconstruction = gen.decode(z)              # doctest: +SKIP
+        """
+        info = self.info
+        if not info.has_encoder:
+            raise InvalidInputError(f"model {info.name!r} (kind {info.kind}) has no encoder: encode works only "
+                                    f"for AAE models")
+        if self._encoder is None:
+            raise PackageError(f"model {info.name!r} is an AAE but its package has no {self.backend_name} "
+                               f"encoder artifact", hint="re-export the model with its encoder")
+        array = self._check_images(images)
+        return self._call(self._encoder, {"image": array}, (info.latent_dim,))
+
+    def interpolate(self, z0: Any, z1: Any, steps: int, labels: Any = None, mode: str = "linear") -> np.ndarray:
+        """A latent walk from ``z0`` to ``z1``: the frames people use to explore a generator.
+
+        Args:
+            z0, z1: float ``[latent_dim]`` (or ``[1, latent_dim]``) end points.
+            steps: number of frames, both end points included.
+            labels: for conditional models, one label (the walk stays in that class) or ``steps``
+                labels; None walks within class 0.
+            mode: ``linear`` or ``slerp`` (see :func:`interpolate_latents`).
+
+        Returns:
+            uint8 ``[steps, H, W, C]``.
+
+        Example:
+            >>> z = gen.sample_latents(2, seed=1)                              # doctest: +SKIP
+            >>> strip = gen.interpolate(z[0], z[1], steps=10, labels="A")      # doctest: +SKIP
+        """
+        steps = _check_count(steps, "steps", 1)
+        ends = [self._check_latents(np.asarray(v).reshape(1, -1) if np.ndim(v) == 1 else v, name)
+                for v, name in ((z0, "z0"), (z1, "z1"))]
+        for end, name in zip(ends, ("z0", "z1")):
+            if len(end) != 1:
+                raise InvalidInputError(f"{name} must be one latent vector [{self.info.latent_dim}], "
+                                        f"got {len(end)} rows")
+        path = interpolate_latents(ends[0][0], ends[1][0], steps, mode)
+        if labels is None and self.info.conditional:
+            labels = 0
+        return self._pixels(self.run(path, labels))
+
+    # ----------------------------------------------------------------------------- words
+
+    def plan_word(self, text: str, seed: int | None = None, noise: str = "per-glyph",
+                  spacing: int | None = None, height: int | None = None, invert: bool = False,
+                  trim: bool = True) -> words.WordPlan:
+        """Plan a word rendering: map characters to classes and draw the latents (one batch).
+
+        See :mod:`ganport.runtime.words` for the character mapping and layout rules.
+
+        Args:
+            text: what to write; ``\\n`` starts a new line, spaces are gaps.
+            seed: for reproducible handwriting.
+            noise: ``per-glyph`` (a new latent per glyph) or ``shared`` (one latent for all).
+            spacing: pixels between glyphs, may be negative; default about 8% of ``height``.
+            height: glyph height in pixels in the output; default the model's image height.
+            invert: swap dark and light; default keeps the model's colours.
+            trim: cut empty columns around each glyph so letters sit close.
+
+        Returns:
+            A :class:`~ganport.runtime.words.WordPlan` (``.z``, ``.labels``, ``.compose(images)``).
+
+        Example:
+            >>> plan = gen.plan_word("Hello", seed=1)                             # doctest: +SKIP
+            >>> image = plan.compose(to_uint8(gen.run(plan.z, plan.labels)))     # doctest: +SKIP
+        """
+        info = self.info
+        if not info.conditional:
+            raise InvalidInputError(f"model {info.name!r} (kind {info.kind}) is unconditional: render_word "
+                                    f"needs a character-conditioned model (glyphs, EMNIST, digits)")
+        c, h, w = info.image_shape
+        return words.plan_text(text, self._charmap, model_name=info.name, glyph_shape=(h, w, c),
+                               latents=lambda count: self.sample_latents(count, seed), noise=noise,
+                               spacing=spacing, height=height, invert=invert, trim=trim)
+
+    def render_word(self, text: str, seed: int | None = None, noise: str = "per-glyph",
+                    spacing: int | None = None, height: int | None = None, invert: bool = False,
+                    trim: bool = True) -> np.ndarray:
+        """Write ``text`` with the model's glyphs: all glyphs in one batch, laid out in one image.
+
+        Args: as :meth:`plan_word`.
+
+        Returns:
+            uint8 ``[H, W, C]``.
+
+        Raises:
+            InvalidInputError: a character the model cannot draw (named, with what can be drawn),
+                an unconditional model, or a bad option.
+
+        Example:
+            >>> save_png("word.png", gen.render_word("Hello 2026", seed=1))   # doctest: +SKIP
+        """
+        plan = self.plan_word(text, seed=seed, noise=noise, spacing=spacing, height=height,
+                              invert=invert, trim=trim)
+        return plan.compose(self._pixels(self.run(plan.z, plan.labels)))
+
+    def renderable_characters(self) -> list[str]:
+        """The characters :meth:`render_word` can draw (besides space and newline), sorted."""
+        return sorted(self._charmap)
