@@ -1,0 +1,169 @@
+"""The KServe v2 / Open Inference Protocol ``inference.GRPCInferenceService`` subset.
+
+Lets an unmodified ``tritonclient.grpc.InferenceServerClient`` (or any KServe v2 client) call a
+ganport model as it would call Triton: inputs ``z`` (FP32 ``[N, latent_dim]``) and ``label``
+(INT64 ``[N]``, conditional models), output ``image`` (FP32 ``[N, C, H, W]``) always in
+``raw_output_contents``. ModelInfer goes through the same batcher as the native API, so a
+``z`` drawn with ``Generator.sample_latents(n, seed)`` gives the same image both ways.
+
+Importing this module registers ``inference.*`` protobuf names in the default descriptor pool;
+a process that also imports ``tritonclient.grpc`` would clash, so keep the two apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable
+
+import numpy as np
+
+from ganport import __version__
+from ganport.errors import InvalidInputError, ModelNotFoundError
+from ganport.runtime.server.servicer import ModelRegistry, ServedModel, check_latents, check_size, Limits
+from ganport.runtime.server.status import unary_rpc
+from ganport.v1 import kserve_pb2 as kpb
+from ganport.v1 import kserve_pb2_grpc as kpb_grpc
+
+logger = logging.getLogger(__name__)
+
+#: The only model version ganport serves; an empty version means the same.
+MODEL_VERSION = "1"
+_PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt2": "pytorch_pt2"}
+# Datatype -> little-endian numpy dtype for raw contents, and the typed-contents field to read.
+_DTYPES = {"FP32": ("<f4", "fp32_contents"), "INT64": ("<i8", "int64_contents"),
+           "INT32": ("<i4", "int_contents")}
+_ACCEPTED = {"z": ("FP32",), "label": ("INT64", "INT32")}
+
+
+class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
+    """Implements the KServe v2 inference service over the served models.
+
+    Args:
+        models: the served models.
+        limits: request limits (max_count applies to the batch size N).
+        is_ready: callable telling whether the server is serving (False while draining).
+        metrics: optional metrics registry.
+    """
+
+    def __init__(self, models: ModelRegistry, limits: Limits, is_ready: Callable[[], bool], metrics=None):
+        self.models = models
+        self.limits = limits
+        self.is_ready = is_ready
+        self.metrics = metrics
+        self.model_names = frozenset(models)
+
+    def _model(self, name: str, version: str) -> ServedModel:
+        model = self.models.get_model(name)
+        if version not in ("", MODEL_VERSION):
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}; "
+                                     f"available: {MODEL_VERSION!r}")
+        return model
+
+    @unary_rpc
+    def ServerLive(self, request, context):
+        return kpb.ServerLiveResponse(live=True)
+
+    @unary_rpc
+    def ServerReady(self, request, context):
+        return kpb.ServerReadyResponse(ready=bool(self.is_ready()))
+
+    @unary_rpc
+    def ModelReady(self, request, context):
+        self._model(request.name, request.version)
+        return kpb.ModelReadyResponse(ready=bool(self.is_ready()))
+
+    @unary_rpc
+    def ServerMetadata(self, request, context):
+        return kpb.ServerMetadataResponse(name="ganport", version=__version__, extensions=[])
+
+    @unary_rpc
+    def ModelMetadata(self, request, context):
+        model = self._model(request.name, request.version)
+        spec = model.info.io_spec()
+        tensor = kpb.ModelMetadataResponse.TensorMetadata
+
+        def describe(entries):
+            return [tensor(name=e["name"], datatype=e["dtype"].replace("float32", "FP32").replace("int64", "INT64"),
+                           shape=list(e["shape"])) for e in entries]
+
+        return kpb.ModelMetadataResponse(
+            name=model.name, versions=[MODEL_VERSION], platform=_PLATFORMS.get(model.backend, model.backend),
+            inputs=describe(spec["inputs"]), outputs=describe(spec["outputs"]))
+
+    @unary_rpc
+    def ModelInfer(self, request, context):
+        model = self._model(request.model_name, request.model_version)
+        for output in request.outputs:
+            if output.name != "image":
+                raise InvalidInputError(f"model {model.name!r} has no output {output.name!r}; "
+                                        f"its only output is 'image'")
+        tensors = self._read_inputs(request)
+        info = model.info
+        expected = {"z", "label"} if info.conditional else {"z"}
+        missing = sorted(expected - set(tensors))
+        if missing:
+            raise InvalidInputError(f"missing input(s) {', '.join(missing)}; model {model.name!r} "
+                                    f"takes {', '.join(sorted(expected))}")
+        extra = sorted(set(tensors) - expected)
+        if extra:
+            raise InvalidInputError(f"unexpected input(s) {', '.join(extra)}; model {model.name!r} "
+                                    f"takes {', '.join(sorted(expected))}")
+        z = tensors["z"]
+        if z.ndim != 2:
+            raise InvalidInputError(f"input 'z' must have shape [N, {info.latent_dim}], got {list(z.shape)}")
+        z = check_latents(z.astype(np.float32), info.latent_dim, self.limits.max_count)
+        labels = None
+        if info.conditional:
+            label = tensors["label"]
+            if label.ndim == 2 and label.shape[1] == 1:  # Triton models often declare [N, 1]
+                label = label[:, 0]
+            if label.shape != (len(z),):
+                raise InvalidInputError(f"input 'label' must have shape [{len(z)}] (one per row of z), "
+                                        f"got {list(label.shape)}")
+            labels = model.generator.resolve_labels(label.astype(np.int64), len(z))
+        images = np.ascontiguousarray(model.run(z, labels, context), dtype="<f4")
+        response = kpb.ModelInferResponse(
+            model_name=model.name, model_version=MODEL_VERSION, id=request.id,
+            outputs=[kpb.ModelInferResponse.InferOutputTensor(name="image", datatype="FP32",
+                                                               shape=list(images.shape))],
+            raw_output_contents=[images.tobytes()])
+        check_size(response, self.limits.max_send_bytes, "send fewer rows per request")
+        return response
+
+    def _read_inputs(self, request) -> dict[str, np.ndarray]:
+        """Decode every input tensor of a ModelInferRequest (raw or typed contents)."""
+        raw = list(request.raw_input_contents)
+        if raw and len(raw) != len(request.inputs):
+            raise InvalidInputError(f"raw_input_contents has {len(raw)} entries for "
+                                    f"{len(request.inputs)} inputs: give one per input or none")
+        tensors: dict[str, np.ndarray] = {}
+        for index, tensor in enumerate(request.inputs):
+            name = tensor.name
+            if name in tensors:
+                raise InvalidInputError(f"input {name!r} given twice")
+            if name not in _ACCEPTED:
+                raise InvalidInputError(f"unknown input {name!r}; inputs are 'z' and 'label'")
+            if tensor.datatype not in _ACCEPTED[name]:
+                raise InvalidInputError(f"input {name!r} must be {' or '.join(_ACCEPTED[name])}, "
+                                        f"got {tensor.datatype or '(none)'}")
+            shape = tuple(int(v) for v in tensor.shape)
+            if not shape or any(v < 0 for v in shape):
+                raise InvalidInputError(f"input {name!r} has an invalid shape {list(shape)}")
+            dtype, field = _DTYPES[tensor.datatype]
+            count = math.prod(shape)
+            if raw:
+                data = raw[index]
+                expected = count * np.dtype(dtype).itemsize
+                if len(data) != expected:
+                    raise InvalidInputError(f"input {name!r}: {len(data)} bytes of raw data, shape "
+                                            f"{list(shape)} {tensor.datatype} needs {expected}")
+                array = np.frombuffer(data, dtype=dtype)
+            else:
+                values = getattr(tensor.contents, field)
+                if len(values) != count:
+                    raise InvalidInputError(f"input {name!r}: {len(values)} values in contents.{field}, "
+                                            f"shape {list(shape)} needs {count}")
+                array = np.asarray(values, dtype=dtype)
+            tensors[name] = array.reshape(shape)
+        return tensors

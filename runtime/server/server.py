@@ -1,0 +1,316 @@
+"""Assemble the gRPC server: models, batchers, services, limits, auth, TLS, health, metrics.
+
+The server follows grpc's own Python examples: a ``grpc.server`` on a thread pool, servicers that
+subclass the generated bases, ``add_insecure_port`` / ``add_secure_port`` returning the bound
+port (so port 0 picks a free one). On one port it serves:
+
+* ``ganport.v1.GeneratorService`` (:mod:`.servicer`);
+* ``inference.GRPCInferenceService``, the KServe v2 subset (:mod:`.kserve`);
+* ``grpc.health.v1.Health``: SERVING once the models are loaded, NOT_SERVING while draining;
+* server reflection.
+
+Example:
+    >>> server, port = create_server("127.0.0.1:0", "packages/")    # doctest: +SKIP
+    >>> server.start()                                              # doctest: +SKIP
+    >>> ...
+    >>> server.stop(grace=5)                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ganport.errors import GanportError, PackageError
+from ganport.runtime.manifest import MANIFEST_NAME
+from ganport.runtime.server.auth import TokenAuthInterceptor, server_credentials
+from ganport.runtime.server.batcher import DynamicBatcher
+from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
+from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
+                                             ServedModel)
+from ganport.v1 import generator_pb2, generator_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_SERVICE = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+KSERVE_SERVICE = "inference.GRPCInferenceService"
+
+ModelsArg = Union[str, Path, Mapping[str, Any], Iterable[Any]]
+TLSArg = Union[grpc.ServerCredentials, tuple]
+
+
+def find_packages(path: Union[str, Path]) -> dict[str, Path]:
+    """Model packages to serve: ``path`` itself if it is one, else each subdirectory that is one.
+
+    Returns:
+        ``{name: directory}`` sorted by name; the name is the directory name.
+
+    Raises:
+        PackageError: nothing servable at ``path``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise PackageError(f"{path} is not a directory", hint="pass a model package or a folder of packages")
+    if (path / MANIFEST_NAME).is_file():
+        return {path.resolve().name: path}
+    found = {child.name: child for child in sorted(path.iterdir())
+             if child.is_dir() and (child / MANIFEST_NAME).is_file()}
+    if not found:
+        raise PackageError(f"no model package in {path}: neither it nor any subdirectory has a {MANIFEST_NAME}",
+                           hint="export one with `ganport export CHECKPOINT -o DIR`")
+    return found
+
+
+def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device: str = "cpu",
+                threads: Optional[int] = None, max_batch: int = 64) -> dict[str, Any]:
+    """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator``.
+
+    Returns:
+        ``{name: Generator}``.
+    """
+    from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
+
+    return {name: Generator.load(directory, backend=backend, device=device, threads=threads,
+                                 max_batch=max_batch)
+            for name, directory in find_packages(path).items()}
+
+
+def _as_generators(models: ModelsArg, **load_options) -> dict[str, Any]:
+    """Accept a directory, a ``{name: Generator}`` mapping or an iterable of Generators."""
+    if isinstance(models, (str, Path)):
+        return load_models(models, **load_options)
+    if isinstance(models, Mapping):
+        generators = dict(models)
+    else:
+        generators = {}
+        for gen in models:
+            if gen.info.name in generators:
+                raise GanportError(f"two models are named {gen.info.name!r}", hint="pass a {name: Generator} dict")
+            generators[gen.info.name] = gen
+    if not generators:
+        raise GanportError("no models to serve")
+    return generators
+
+
+class ServingState:
+    """Whether the server accepts work; mirrored into the health service.
+
+    Args:
+        health_servicer: the ``grpc_health`` servicer to keep in sync.
+        services: service names whose health status follows the state ("" = the whole server).
+    """
+
+    def __init__(self, health_servicer: health.HealthServicer, services: Iterable[str]):
+        self._health = health_servicer
+        self._services = ("", *services)
+        self._serving = threading.Event()
+
+    @property
+    def serving(self) -> bool:
+        return self._serving.is_set()
+
+    def set(self, serving: bool) -> None:
+        """Flip every service's health status to SERVING or NOT_SERVING."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if serving:
+            self._serving.set()
+        else:
+            self._serving.clear()
+        for name in self._services:
+            self._health.set(name, status)
+
+
+class GanportServer:
+    """A configured ganport gRPC server (not yet started). Create it with :func:`create_server`.
+
+    Attributes:
+        port: the bound gRPC port.
+        models: the :class:`ModelRegistry` of served models.
+        metrics: the :class:`Metrics` registry (also on ``metrics_port`` when configured).
+        metrics_port: the Prometheus HTTP port, or None.
+        grpc_server: the underlying ``grpc.Server``.
+    """
+
+    def __init__(self, grpc_server: grpc.Server, models: ModelRegistry, state: ServingState,
+                 health_servicer: health.HealthServicer, metrics: Metrics, port: int, host: str,
+                 metrics_http: Optional[MetricsHTTPServer]):
+        self.grpc_server = grpc_server
+        self.models = models
+        self.metrics = metrics
+        self.port = port
+        self.host = host
+        self._state = state
+        self._health = health_servicer
+        self._metrics_http = metrics_http
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def metrics_port(self) -> Optional[int]:
+        return None if self._metrics_http is None else self._metrics_http.port
+
+    @property
+    def serving(self) -> bool:
+        """True while the health status is SERVING."""
+        return self._state.serving
+
+    def start(self) -> "GanportServer":
+        """Start serving; health turns SERVING (the models are already loaded)."""
+        self.grpc_server.start()
+        self._state.set(True)
+        logger.info("serving %d model(s) on %s:%d", len(self.models), self.host, self.port)
+        return self
+
+    def set_serving(self, serving: bool) -> None:
+        """Flip the health status by hand (e.g. to take the server out of a load balancer)."""
+        self._state.set(serving)
+
+    def stop(self, grace: Optional[float] = 5.0, drain: float = 0.0) -> None:
+        """Graceful shutdown.
+
+        1. health turns NOT_SERVING (and KServe ServerReady false);
+        2. for ``drain`` seconds the server keeps serving, so load balancers watching health
+           move traffic away before connections are refused;
+        3. new calls are refused; calls in flight get ``grace`` seconds to finish (None: wait
+           for all), then are cancelled;
+        4. the batchers finish what is queued, the metrics port closes.
+
+        Safe to call more than once (later calls wait for the first).
+        """
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self._state.set(False)
+            if drain > 0:
+                logger.info("draining for %.1f s before refusing new calls", drain)
+                time.sleep(drain)
+            self._health.enter_graceful_shutdown()
+            started = time.monotonic()
+            self.grpc_server.stop(grace).wait()
+            self.models.close(drain=True)
+            if self._metrics_http is not None:
+                self._metrics_http.close()
+            self._stopped.set()
+            logger.info("stopped after %.2f s", time.monotonic() - started)
+
+    def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
+        """Block until the server stops (or ``timeout``); True if it stopped."""
+        return self.grpc_server.wait_for_termination(timeout)
+
+    def __enter__(self) -> "GanportServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop(grace=1.0)
+
+
+def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = None, device: str = "cpu",
+                  threads: Optional[int] = None, max_batch: int = 64, max_delay_ms: float = 2.0,
+                  max_queue: int = 1024, max_message_mb: float = 64, max_receive_mb: Optional[float] = None,
+                  max_send_mb: Optional[float] = None, max_count: int = 1024, max_stream_count: int = 65536,
+                  max_text_length: int = 64, token: Optional[str] = None, tls: Optional[TLSArg] = None,
+                  metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
+                  workers: int = 64, kserve: bool = True) -> tuple[GanportServer, int]:
+    """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
+
+    Args:
+        address: ``host:port``; port 0 binds a free port (returned).
+        models: a models directory or single package (loaded with ``backend``/``device``/
+            ``threads``), a ``{name: Generator}`` mapping, or an iterable of Generators (served
+            under ``info.name``).
+        backend, device, threads: how to load packages from a directory.
+        max_batch: most images per model call (requests are merged up to it, big ones split).
+        max_delay_ms: longest a request waits for others to join its batch.
+        max_queue: most requests waiting per model; more get RESOURCE_EXHAUSTED at once.
+        max_message_mb: gRPC receive and send message limit in MiB (default 64, not gRPC's 4).
+        max_receive_mb, max_send_mb: override the limit for one direction.
+        max_count: most images per Generate/Decode/Encode; max_stream_count: per GenerateStream.
+        max_text_length: most characters per RenderWord.
+        token: require ``authorization: Bearer <token>`` on every call but health.
+        tls: ``(cert, key)`` PEM paths or bytes (or a ``grpc.ServerCredentials``): serve TLS.
+        metrics_port: serve Prometheus metrics over HTTP on this port (0 = a free one).
+        metrics_host: interface for the metrics port.
+        workers: gRPC handler threads; also the most calls handled at once (callers waiting in
+            the batch queue hold a thread, so keep it above the expected concurrency).
+        kserve: also serve the KServe v2 inference service.
+
+    Returns:
+        ``(server, port)``: a :class:`GanportServer` and the bound port.
+
+    Raises:
+        GanportError: the address cannot be bound, or no models.
+    """
+    receive = int((max_receive_mb or max_message_mb) * MIB)
+    send = int((max_send_mb or max_message_mb) * MIB)
+    limits = Limits(max_count=max_count, max_stream_count=max_stream_count, max_text_length=max_text_length,
+                    max_send_bytes=send, max_receive_bytes=receive)
+    generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
+    metrics = Metrics()
+    registry = ModelRegistry({
+        name: ServedModel(name, gen, DynamicBatcher(gen.run, name, max_batch=max_batch, max_delay_ms=max_delay_ms,
+                                                    max_queue=max_queue, metrics=metrics))
+        for name, gen in generators.items()})
+
+    interceptors = [TokenAuthInterceptor(token, metrics=metrics)] if token else []
+    options = [
+        ("grpc.max_receive_message_length", receive),
+        ("grpc.max_send_message_length", send),
+        # Never share a port with another process silently (Linux SO_REUSEPORT).
+        ("grpc.so_reuseport", 0),
+    ]
+    grpc_server = grpc.server(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ganport-rpc"),
+                              interceptors=interceptors, options=options)
+
+    health_servicer = health.HealthServicer()
+    services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
+    state = ServingState(health_servicer, services)
+    generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
+        GeneratorServicer(registry, limits, metrics), grpc_server)
+    if kserve:
+        # Imported only when served: it registers inference.* names in the protobuf pool.
+        from ganport.runtime.server.kserve import KServeServicer
+        from ganport.v1 import kserve_pb2_grpc
+
+        kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(registry, limits, lambda: state.serving, metrics), grpc_server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server)
+    state.set(False)  # NOT_SERVING until start()
+
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    try:
+        if tls is None:
+            port = grpc_server.add_insecure_port(address)
+        else:
+            credentials = tls if isinstance(tls, grpc.ServerCredentials) else server_credentials(*tls)
+            port = grpc_server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        registry.close(drain=False)
+        raise GanportError(f"cannot listen on {address}: {exc}", hint="is the port already in use?") from None
+    if port == 0:
+        registry.close(drain=False)
+        raise GanportError(f"cannot listen on {address}", hint="is the port already in use?")
+
+    metrics_http = None
+    if metrics_port is not None:
+        try:
+            metrics_http = MetricsHTTPServer(metrics, metrics_host, metrics_port)
+        except OSError as exc:
+            registry.close(drain=False)
+            raise GanportError(f"cannot serve metrics on {metrics_host}:{metrics_port}: "
+                               f"{exc.strerror or exc}") from None
+    server = GanportServer(grpc_server, registry, state, health_servicer, metrics, port, host, metrics_http)
+    logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
+                ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
+    return server, port
+

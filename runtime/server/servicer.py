@@ -1,0 +1,354 @@
+"""The ``ganport.v1.GeneratorService`` implementation and the served-model registry.
+
+Each RPC does the same three steps as the in-process :class:`~ganport.runtime.Generator`, with the
+model call going through the model's :class:`~ganport.runtime.server.batcher.DynamicBatcher`:
+
+1. validate and prepare inputs with the runtime's own pieces (``sample_latents``,
+   ``resolve_labels``, ``plan_word``), so a bad request fails alone, before it can join a batch;
+2. submit ``z``/``labels`` to the batcher and wait for exactly this request's rows;
+3. convert with ``to_uint8`` / ``plan.compose`` and pack the answer (:mod:`.codec`).
+
+So the images equal ``Generator.generate/decode/render_word`` for the same seed and inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Optional
+
+import grpc
+import numpy as np
+
+from ganport.errors import InvalidInputError, ModelNotFoundError, ResourceExhaustedError
+from ganport.runtime.images import to_uint8
+from ganport.runtime.server import codec
+from ganport.runtime.server.batcher import DynamicBatcher
+from ganport.runtime.server.status import UnsupportedError, stream_rpc, unary_rpc
+from ganport.v1 import generator_pb2 as pb
+from ganport.v1 import generator_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_NOISE = {pb.NOISE_MODE_UNSPECIFIED: "per-glyph", pb.NOISE_MODE_PER_GLYPH: "per-glyph",
+          pb.NOISE_MODE_SHARED: "shared"}
+# Largest seed accepted by numpy's default_rng is unbounded, but the wire type is uint64 and
+# random seeds stay in 63 bits so every client language can hold them in a signed integer.
+_SEED_BITS = 63
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; exceeding one is INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for sizes).
+
+    Args:
+        max_count: most images per Generate/Decode/Encode call (one message).
+        max_stream_count: most images per GenerateStream call.
+        max_text_length: most characters per RenderWord text.
+        max_send_bytes: largest response message (gRPC's send limit is set to the same).
+        max_receive_bytes: largest request message (gRPC's receive limit is set to the same).
+    """
+
+    max_count: int = 1024
+    max_stream_count: int = 65536
+    max_text_length: int = 64
+    max_send_bytes: int = 64 * MIB
+    max_receive_bytes: int = 64 * MIB
+
+
+class ServedModel:
+    """One served model: its :class:`Generator`, its batcher, and how it runs.
+
+    Args:
+        name: name it is served under.
+        generator: the loaded :class:`~ganport.runtime.Generator`.
+        batcher: the model's :class:`DynamicBatcher` (wrapping ``generator.run``).
+    """
+
+    def __init__(self, name: str, generator: Any, batcher: DynamicBatcher):
+        self.name = name
+        self.generator = generator
+        self.batcher = batcher
+
+    @property
+    def info(self):
+        """The model's :class:`~ganport.runtime.manifest.ModelInfo`."""
+        return self.generator.info
+
+    @property
+    def backend(self) -> str:
+        return str(getattr(self.generator, "backend_name", "onnx"))
+
+    @property
+    def device(self) -> str:
+        return str(getattr(self.generator, "device", "cpu"))
+
+    def run(self, z: np.ndarray, labels: Optional[np.ndarray], context: Optional[grpc.ServicerContext]) -> np.ndarray:
+        """Run ``z``/``labels`` through the batcher on behalf of one RPC and wait for the rows.
+
+        The RPC's deadline and liveness travel with the request, so the batcher drops it if the
+        caller has gone or the deadline passed before its turn.
+        """
+        future = self.submit(z, labels, context)
+        return future.result()
+
+    def submit(self, z: np.ndarray, labels: Optional[np.ndarray], context: Optional[grpc.ServicerContext]):
+        """Queue ``z``/``labels`` for this RPC; returns the batcher's future."""
+        timeout = context.time_remaining() if context is not None else None
+        is_active = context.is_active if context is not None else None
+        return self.batcher.submit(z, labels, timeout=timeout, is_active=is_active)
+
+
+class ModelRegistry(Mapping[str, ServedModel]):
+    """The served models by name (read-only once the server starts)."""
+
+    def __init__(self, models: Mapping[str, ServedModel]):
+        self._models = dict(sorted(models.items()))
+
+    def __getitem__(self, name: str) -> ServedModel:
+        return self._models[name]
+
+    def __iter__(self):
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get_model(self, name: str) -> ServedModel:
+        """The model served as ``name``.
+
+        Raises:
+            ModelNotFoundError: naming the served models.
+        """
+        model = self._models.get(name)
+        if model is None:
+            served = ", ".join(self._models) or "none"
+            shown = repr(name) if name else "(empty name)"
+            raise ModelNotFoundError(f"model {shown} is not served here; served models: {served}")
+        return model
+
+    def close(self, drain: bool = True) -> None:
+        """Close every batcher (running queued work first when ``drain``)."""
+        for model in self._models.values():
+            model.batcher.close(drain=drain, timeout=30)
+
+
+def model_info_message(model: ServedModel, limits: Limits) -> pb.ModelInfo:
+    """The wire ``ModelInfo`` for one served model."""
+    info = model.info
+    return pb.ModelInfo(
+        name=model.name, kind=info.kind, latent_dim=info.latent_dim, n_classes=info.n_classes,
+        class_names=list(info.class_names), image_shape=list(info.image_shape),
+        value_range=[float(v) for v in info.value_range], conditional=info.conditional,
+        has_encoder=info.has_encoder, dataset=info.dataset, backend=model.backend, device=model.device,
+        max_batch=model.batcher.max_batch, max_count=limits.max_count,
+        max_stream_count=limits.max_stream_count, max_text_length=limits.max_text_length,
+        manifest_json=json.dumps(info.to_dict(), sort_keys=True),
+    )
+
+
+def labels_from_message(message: pb.Labels) -> Any:
+    """The ``labels`` argument for ``Generator.resolve_labels`` (None when none were given)."""
+    if message.indices and message.names:
+        raise InvalidInputError("give labels either as indices or as names, not both")
+    if message.indices:
+        return np.asarray(message.indices, dtype=np.int64)
+    if message.names:
+        return list(message.names)
+    return None
+
+
+def check_count(count: int, limit: int, what: str = "count") -> int:
+    """Validate an image count against ``1..limit``."""
+    if not 1 <= count <= limit:
+        raise InvalidInputError(f"{what} must be in 1..{limit}, got {count}")
+    return int(count)
+
+
+def check_latents(z: np.ndarray, latent_dim: int, max_count: int) -> np.ndarray:
+    """Validate caller latents ``[N, latent_dim]`` before they can join a batch (finite values)."""
+    if z.shape[1] != latent_dim:
+        raise InvalidInputError(f"latents must have shape [N, {latent_dim}] for this model, "
+                                f"got {list(z.shape)}")
+    check_count(z.shape[0], max_count, "number of latent vectors")
+    bad_rows = np.flatnonzero(~np.isfinite(z).all(axis=1))
+    if bad_rows.size:
+        shown = ", ".join(str(r) for r in bad_rows[:8]) + (", ..." if bad_rows.size > 8 else "")
+        raise InvalidInputError(f"latents contain NaN or infinite values (row(s) {shown})")
+    return z
+
+
+def new_seed() -> int:
+    """A fresh random seed for requests that did not give one (returned to the caller)."""
+    return secrets.randbits(_SEED_BITS)
+
+
+def check_size(message, limit: int, hint: str) -> None:
+    """Refuse a response bigger than the send limit with RESOURCE_EXHAUSTED (not a broken call)."""
+    size = message.ByteSize()
+    if size > limit:
+        raise ResourceExhaustedError(f"response of {size / MIB:.1f} MiB exceeds the server's "
+                                     f"{limit / MIB:.0f} MiB message limit", hint=hint)
+
+
+class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
+    """Implements ``ganport.v1.GeneratorService`` over a :class:`ModelRegistry`.
+
+    Args:
+        models: the served models.
+        limits: request limits.
+        metrics: a :class:`~ganport.runtime.server.metrics.Metrics` for per-request counters.
+    """
+
+    def __init__(self, models: ModelRegistry, limits: Limits, metrics=None):
+        self.models = models
+        self.limits = limits
+        self.metrics = metrics
+        self.model_names = frozenset(models)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _check_response_estimate(self, model: ServedModel, count: int, encoding: int) -> None:
+        """Refuse before computing when a one-message answer cannot fit the send limit."""
+        estimate = count * codec.bytes_per_image(model.info.image_shape, encoding)
+        if estimate > self.limits.max_send_bytes:
+            raise ResourceExhaustedError(
+                f"{count} images in {pb.ImageEncoding.Name(encoding)} would take about "
+                f"{estimate / MIB:.1f} MiB, above the server's {self.limits.max_send_bytes / MIB:.0f} "
+                f"MiB message limit", hint="use GenerateStream, a smaller count or the PNG encoding")
+
+    def _pack(self, model: ServedModel, images: np.ndarray, encoding: int) -> pb.ImageBatch:
+        return codec.images_to_batch(images, encoding, model.info.value_range)
+
+    def _prepare_generate(self, model: ServedModel, request: pb.GenerateRequest, limit: int):
+        """Validate a GenerateRequest; returns (count, encoding, seed, z, labels)."""
+        count = check_count(request.count, limit)
+        encoding = codec.resolve_encoding(request.encoding)
+        seed = int(request.seed) if request.HasField("seed") else new_seed()
+        gen = model.generator
+        # Exactly what Generator.generate does, so the same seed gives the same images.
+        z = gen.sample_latents(count, seed)
+        labels = gen.resolve_labels(labels_from_message(request.labels), count)
+        return count, encoding, seed, z, labels
+
+    # -- RPCs ----------------------------------------------------------------------------------
+    @unary_rpc
+    def ListModels(self, request, context):
+        return pb.ListModelsResponse(models=[model_info_message(m, self.limits) for m in self.models.values()])
+
+    @unary_rpc
+    def GetModel(self, request, context):
+        return model_info_message(self.models.get_model(request.model), self.limits)
+
+    @unary_rpc
+    def Generate(self, request, context):
+        model = self.models.get_model(request.model)
+        count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_count)
+        self._check_response_estimate(model, count, encoding)
+        images = model.run(z, labels, context)
+        response = pb.GenerateResponse(model=model.name, seed=seed,
+                                       labels=[] if labels is None else labels.tolist(),
+                                       images=self._pack(model, images, encoding))
+        check_size(response, self.limits.max_send_bytes, "use GenerateStream or a smaller count")
+        return response
+
+    @stream_rpc
+    def GenerateStream(self, request, context) -> Iterator[pb.GenerateChunk]:
+        model = self.models.get_model(request.model)
+        count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_stream_count)
+        if request.chunk_size < 0:
+            raise InvalidInputError(f"chunk_size must be >= 0, got {request.chunk_size}")
+        per_image = codec.bytes_per_image(model.info.image_shape, encoding)
+        # Leave headroom for the chunk's own fields (labels, offsets).
+        fit = int(self.limits.max_send_bytes * 0.9) // per_image
+        if fit < 1:
+            raise ResourceExhaustedError(f"one image takes about {per_image / MIB:.1f} MiB, above the "
+                                         f"server's message limit", hint="use the PNG encoding")
+        chunk = min(request.chunk_size or model.batcher.max_batch, fit)
+        starts = list(range(0, count, chunk))
+
+        def submit(start: int):
+            stop = min(start + chunk, count)
+            return model.submit(z[start:stop], None if labels is None else labels[start:stop], context)
+
+        # Keep one chunk in flight while the previous one is sent: the model never waits on the
+        # network, and memory stays bounded to two chunks whatever the count.
+        pending = submit(starts[0])
+        try:
+            for index, start in enumerate(starts):
+                images = pending.result()
+                pending = submit(starts[index + 1]) if index + 1 < len(starts) else None
+                stop = start + len(images)
+                yield pb.GenerateChunk(model=model.name, seed=seed, offset=start, total=count,
+                                       labels=[] if labels is None else labels[start:stop].tolist(),
+                                       images=self._pack(model, images, encoding))
+        finally:
+            if pending is not None and not pending.done():
+                model.batcher.cancel(pending)
+
+    @unary_rpc
+    def Decode(self, request, context):
+        model = self.models.get_model(request.model)
+        encoding = codec.resolve_encoding(request.encoding)
+        if not request.HasField("latents"):
+            raise InvalidInputError("latents are required: a FloatTensor of shape [N, latent_dim]")
+        z = check_latents(codec.tensor_to_array(request.latents), model.info.latent_dim,
+                          self.limits.max_count)
+        labels = model.generator.resolve_labels(labels_from_message(request.labels), len(z))
+        self._check_response_estimate(model, len(z), encoding)
+        images = model.run(z, labels, context)
+        response = pb.DecodeResponse(model=model.name, labels=[] if labels is None else labels.tolist(),
+                                     images=self._pack(model, images, encoding))
+        check_size(response, self.limits.max_send_bytes, "decode fewer latents per call")
+        return response
+
+    @unary_rpc
+    def Encode(self, request, context):
+        model = self.models.get_model(request.model)
+        if not model.info.has_encoder:
+            raise UnsupportedError(f"model {model.name!r} (kind {model.info.kind}) has no encoder: "
+                                   f"Encode works only for AAE models")
+        if not request.HasField("images"):
+            raise InvalidInputError("images are required")
+        images = codec.batch_to_array(request.images)
+        check_count(len(images), self.limits.max_count, "number of images")
+        # The encoder is not batched: Encode is rare and onnxruntime sessions are thread-safe.
+        latents = model.generator.encode(images)
+        return pb.EncodeResponse(model=model.name, latents=codec.array_to_tensor(latents))
+
+    @unary_rpc
+    def RenderWord(self, request, context):
+        model = self.models.get_model(request.model)
+        encoding = codec.resolve_encoding(request.encoding, allowed=(codec.PNG, codec.RAW_UINT8))
+        text = request.text
+        if len(text) > self.limits.max_text_length:
+            raise InvalidInputError(f"text has {len(text)} characters; the limit is "
+                                    f"{self.limits.max_text_length}")
+        if request.noise not in _NOISE:
+            raise InvalidInputError(f"unknown noise mode {request.noise}")
+        seed = int(request.seed) if request.HasField("seed") else new_seed()
+        plan = model.generator.plan_word(
+            text, seed=seed, noise=_NOISE[request.noise],
+            spacing=request.spacing if request.HasField("spacing") else None,
+            height=request.height if request.HasField("height") else None)
+        self._check_word_size(model, plan)
+        glyphs = to_uint8(model.run(plan.z, plan.labels, context), model.info.value_range)
+        word = plan.compose(glyphs)
+        response = pb.RenderWordResponse(model=model.name, seed=seed, labels=plan.labels.tolist(),
+                                         image=codec.uint8_to_batch(word[None], encoding))
+        check_size(response, self.limits.max_send_bytes, "render a shorter text or a smaller height")
+        return response
+
+    def _check_word_size(self, model: ServedModel, plan) -> None:
+        """Refuse a word image that could not be sent, before running the model."""
+        c, h, w = model.info.image_shape
+        # A glyph is at most its full width scaled to the output height; spaces are narrower.
+        width = len(plan.text) * (math.ceil(w * plan.height / h) + abs(plan.spacing)) + 2 * plan.height
+        estimate = width * plan.height * len(plan.lines) * c
+        if estimate > self.limits.max_send_bytes:
+            raise ResourceExhaustedError(f"the rendered word would take about {estimate / MIB:.1f} MiB, "
+                                         f"above the server's message limit",
+                                         hint="render a shorter text or a smaller height")
