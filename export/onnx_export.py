@@ -1,0 +1,192 @@
+"""ONNX artifacts: ``model.onnx``, ``encoder.onnx`` (AAE) and ``model.fp16.onnx`` (``--fp16``).
+
+The exporter the installed torch prefers is tried first (the dynamo exporter on torch >= 2.9,
+which needs onnxscript); if it fails on a graph, the other one (the legacy TorchScript-based
+exporter with ``dynamic_axes``) is tried, and the one used is recorded per artifact and in the
+metadata. Once one exporter has worked in a package it is tried first for the remaining graphs,
+and the first graph's opset is used for all of them, so a package is consistent.
+
+Files are self-contained (weights inside) unless the weights exceed what one protobuf can hold,
+in which case they go to ``<file>.data`` next to it. Each file passes ``onnx.checker``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import onnx
+import torch
+
+from ganport.errors import ExportError
+from ganport.export.job import Artifact, ExportJob
+from ganport.export.quiet import handled_warnings
+
+logger = logging.getLogger(__name__)
+
+DYNAMO = "dynamo"
+LEGACY = "legacy"
+# Protobuf messages are limited to 2 GiB; keep a margin for the graph itself.
+_MAX_INLINE_BYTES = 1_800_000_000
+
+
+def preferred_exporter() -> str:
+    """The exporter ``torch.onnx.export`` uses by default in the installed torch."""
+    param = inspect.signature(torch.onnx.export).parameters.get("dynamo")
+    return DYNAMO if param is not None and param.default is True else LEGACY
+
+
+def _export_dynamo(graph: torch.nn.Module, args: tuple, inputs: list[str], outputs: list[str],
+                   dynamic_shapes: dict, opset: int | None) -> onnx.ModelProto:
+    program = torch.onnx.export(graph, args, None, dynamo=True, verbose=False, input_names=inputs,
+                                output_names=outputs, dynamic_shapes=dynamic_shapes,
+                                opset_version=opset)
+    return program.model_proto
+
+
+def _export_legacy(graph: torch.nn.Module, args: tuple, inputs: list[str], outputs: list[str],
+                   dynamic_shapes: dict, opset: int | None) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    axes = {name: {0: "batch"} for name in inputs + outputs}
+    torch.onnx.export(graph, args, buffer, dynamo=False, input_names=inputs, output_names=outputs,
+                      dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+_EXPORTERS: dict[str, Callable[..., onnx.ModelProto]] = {DYNAMO: _export_dynamo, LEGACY: _export_legacy}
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset a model was written with."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise ExportError("exported ONNX graph imports no default-domain opset")
+
+
+def _check_interface(model: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> None:
+    got_in = [v.name for v in model.graph.input]
+    got_out = [v.name for v in model.graph.output]
+    if got_in != inputs or got_out != outputs:
+        raise ExportError(f"graph has inputs {got_in} and outputs {got_out}, expected {inputs} and {outputs}")
+
+
+def build_onnx(job: ExportJob, role: str, fp16: bool = False) -> tuple[onnx.ModelProto, str]:
+    """Export one role's graph to an in-memory ONNX model (cached on the job).
+
+    Args:
+        job: the export job.
+        role: ``generator`` or ``encoder``.
+        fp16: export the half-precision variant (float32 inputs and outputs, fp16 inside).
+
+    Returns:
+        ``(model, exporter)`` where exporter is ``"dynamo"`` or ``"legacy"``.
+
+    Raises:
+        ExportError: every exporter failed (both reasons are given).
+    """
+    return job.cached(("onnx", role, fp16), lambda: _build(job, role, fp16))
+
+
+def _build(job: ExportJob, role: str, fp16: bool) -> tuple[onnx.ModelProto, str]:
+    graph = job.graph(role, torch.float16 if fp16 else torch.float32)
+    inputs, outputs = job.io_names(role)
+    first = job.onnx_exporter or preferred_exporter()
+    order = [first] + [e for e in (DYNAMO, LEGACY) if e != first]
+    opset = job.opset or job.options.get("opset")
+    what = f"{role}{' (fp16)' if fp16 else ''}"
+    failures = []
+    for exporter in order:
+        try:
+            with handled_warnings(f"ONNX {exporter} export of {what}"), torch.no_grad():
+                model = _EXPORTERS[exporter](graph, job.example(role), inputs, outputs,
+                                             job.dynamic_shapes(role), opset)
+            _check_interface(model, inputs, outputs)
+        except Exception as exc:  # exporters raise anything from ImportError to internal errors
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            failures.append(f"{exporter}: {reason}")
+            logger.warning("the %s ONNX exporter failed on the %s: %s", exporter, what, reason)
+            continue
+        if failures:
+            logger.warning("exported the %s with the %s ONNX exporter instead", what, exporter)
+        job.onnx_exporter = job.onnx_exporter or exporter
+        job.opset = job.opset or model_opset(model)
+        logger.info("exported the %s to ONNX with the %s exporter, opset %d", what, exporter,
+                    model_opset(model))
+        return model, exporter
+    raise ExportError(f"ONNX export of the {what} failed with every exporter ({'; '.join(failures)})",
+                      hint="try another --opset, or export only --format torchscript")
+
+
+def stamp_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose ``metadata_props`` carry ``metadata`` (one key per field)."""
+    stamped = onnx.ModelProto()
+    stamped.CopyFrom(model)
+    keep = [(p.key, p.value) for p in stamped.metadata_props if p.key not in metadata]
+    del stamped.metadata_props[:]
+    for key, value in keep + sorted(metadata.items()):
+        stamped.metadata_props.add(key=key, value=value)
+    stamped.doc_string = "ganport generator package artifact; metadata in metadata_props"
+    return stamped
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, metadata: Mapping[str, str]) -> None:
+    """Stamp the metadata, check the model and write it (self-contained unless too large)."""
+    stamped = stamp_metadata(model, metadata)
+    weights = sum(len(t.raw_data) for t in stamped.graph.initializer)
+    try:
+        if weights < _MAX_INLINE_BYTES:
+            onnx.checker.check_model(stamped, full_check=True)
+            onnx.save_model(stamped, str(path))
+        else:
+            logger.warning("%s: %.1f GB of weights exceed one protobuf; writing them to %s.data",
+                           path.name, weights / 1e9, path.name)
+            onnx.save_model(stamped, str(path), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=f"{path.name}.data")
+            onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{path.name} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def load_onnx(path: Path) -> tuple[Callable[[list], Any], dict[str, str]]:
+    """Open an ONNX file in onnxruntime (CPU); return its runner and its metadata."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # fp16 graphs on CPU log Cast-insertion warnings otherwise
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: list) -> Any:
+        return session.run(None, dict(zip(names, inputs)))[0]
+
+    return run, dict(session.get_modelmeta().custom_metadata_map)
+
+
+def onnx_artifact(job: ExportJob, role: str, relpath: str, key: str, fp16: bool = False,
+                  listed: bool = True, fmt: str = "onnx") -> Artifact:
+    """Build a role's ONNX graph and describe the file that will hold it."""
+    model, exporter = build_onnx(job, role, fp16)
+    return Artifact(key=key, relpath=relpath, format=fmt, role=role, fp16=fp16, listed=listed,
+                    exporter=exporter, load=load_onnx,
+                    save=lambda path, metadata: save_onnx(model, path, metadata))
+
+
+def write_onnx(job: ExportJob) -> list[Artifact]:
+    """The ``onnx`` format: ``model.onnx``, ``encoder.onnx`` (AAE), ``model.fp16.onnx`` (fp16).
+
+    Args:
+        job: the export job.
+
+    Returns:
+        The artifacts to save and verify.
+    """
+    artifacts = [onnx_artifact(job, role, job.file_name(role, ".onnx"), job.files_key(role, "onnx"))
+                 for role in job.roles]
+    if job.options.get("fp16"):
+        artifacts.append(onnx_artifact(job, "generator", job.file_name("generator", ".onnx", ".fp16"),
+                                       job.files_key("generator", "onnx", "fp16"), fp16=True))
+    return artifacts
