@@ -299,7 +299,8 @@ class Generator:
         if array.ndim != 2 or array.shape[1] != latent_dim:
             raise InvalidInputError(f"{name} must have shape [N, {latent_dim}] (N latent vectors of length "
                                     f"{latent_dim}), got {list(array.shape)}")
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
+            array = np.ascontiguousarray(array, dtype=np.float32)
         finite = np.isfinite(array)
         if not finite.all():
             rows = np.flatnonzero(~finite.all(axis=1))
@@ -361,7 +362,8 @@ class Generator:
 
         Returns:
             float32 ``[N, C, H, W]``. Requests larger than ``max_batch`` are split; the result is
-            the same as one big call.
+            the same as one big call: bit for bit on onnxruntime CPU; torch may pick other GEMM
+            kernels for other batch sizes, so the last float bit can differ there.
 
         Example:
             >>> gen.run(gen.sample_latents(4, seed=0), labels="A").shape   # doctest: +SKIP
