@@ -1,8 +1,8 @@
 """``torch.export`` artifacts: ``model.pt2`` and ``encoder.pt2`` (AAE), the forward-looking format.
 
 The program is exported with a dynamic batch ``Dim`` (a static export rejects other batch sizes)
-and saved with ``torch.export.save``; the metadata goes into the same ``ganport.json`` extra file
-as TorchScript's::
+and saved with ``torch.export.save``; the metadata goes into the same extra files as TorchScript's
+(one per metadata key, plus ``ganport.json`` with the whole dict)::
 
     extra = {"ganport.json": ""}
     program = torch.export.load(path, extra_files=extra)
@@ -19,7 +19,7 @@ import torch
 
 from ganport.export.job import Artifact, ExportJob
 from ganport.export.quiet import handled_warnings
-from ganport.export.torchscript_export import METADATA_FILE, decode_metadata, encode_metadata
+from ganport.export.torchscript_export import extra_files, read_extra_files, request_extra_files
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ def build_program(job: ExportJob, role: str) -> torch.export.ExportedProgram:
 def save_program(program: torch.export.ExportedProgram, path: Path, metadata: Mapping[str, str]) -> None:
     """Write an exported program with the metadata as the ``ganport.json`` extra file."""
     with handled_warnings(f"saving {path.name}"):
-        torch.export.save(program, str(path), extra_files={METADATA_FILE: encode_metadata(metadata)})
+        torch.export.save(program, str(path), extra_files=extra_files(metadata))
 
 
 def load_program(path: Path) -> tuple[Callable[[list], Any], dict[str, str]]:
     """Load a ``.pt2`` file; return its runner (numpy in, numpy out) and its metadata."""
-    extra = {METADATA_FILE: ""}
+    extra = request_extra_files()
     with handled_warnings(f"loading {path.name}"):
         module = torch.export.load(str(path), extra_files=extra).module()
 
@@ -49,7 +49,7 @@ def load_program(path: Path) -> tuple[Callable[[list], Any], dict[str, str]]:
         with torch.no_grad():
             return module(*(torch.from_numpy(x) for x in inputs)).numpy()
 
-    return run, decode_metadata(extra[METADATA_FILE])
+    return run, read_extra_files(extra, path.name)
 
 
 def write_pt2(job: ExportJob) -> list[Artifact]:
