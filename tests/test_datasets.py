@@ -44,7 +44,10 @@ def test_datasets_package_does_not_import_torch():
     # The data layer must stay usable without torch (checked in a clean interpreter).
     import subprocess
 
-    code = "import sys, ganport.trainer.datasets as d; d.load_dataset('digits', n=5); print('torch' in sys.modules)"
+    code = (
+        "import sys, ganport.trainer.datasets as d; d.load_dataset('fractal-dream', n=2, image_size=8);"
+        "d.load_dataset('glyphs', n=62, fonts='pillow'); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -169,3 +172,424 @@ def test_glyphs_pillow_font_fallback():
     assert ds.images.shape == (62, 1, 28, 28)
     # All 62 renders differ from each other.
     assert len({img.tobytes() for img in ds.images}) == 62
+
+
+def test_bad_common_arguments():
+    with pytest.raises(DatasetError, match="split"):
+        load_dataset("digits", split="validation")
+    with pytest.raises(DatasetError, match="variant='balanced'"):
+        load_dataset("emnist", split="balanced")
+    with pytest.raises(DatasetError, match="n must be"):
+        load_dataset("digits", n=0)
+    with pytest.raises(DatasetError, match="image_size"):
+        load_dataset("digits", image_size=-3)
+    with pytest.raises(DatasetError, match="root"):
+        load_dataset("mnist")
+
+
+# ---------------------------------------------------------------------------------------------
+# fractal-dream
+
+
+def test_fractal_dream_shapes_params_and_determinism():
+    from ganport.trainer.datasets.fractal import MIN_COVERAGE
+
+    a = load_dataset("fractal-dream", n=24, seed=1)
+    b = load_dataset("fractal-dream", n=24, seed=1)
+    c = load_dataset("fractal-dream", n=24, seed=2)
+    t = load_dataset("fractal-dream", n=24, seed=1, split="test")
+    assert a.images.shape == (24, 1, 32, 32) and a.images.dtype == np.float32
+    assert a.labels is None and a.info.class_names == [] and a.info.n_classes == 0
+    assert a.params.shape == (24, 4) and a.params.dtype == np.float32
+    assert (np.abs(a.params[:, :2]) <= 3).all() and ((a.params[:, 2:] >= 0.5) & (a.params[:, 2:] <= 1.5)).all()
+    assert a.images.min() == -1.0 and a.images.max() == 1.0
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params) and not np.array_equal(a.params, t.params)
+    # Every image shows an attractor, not a collapsed orbit.
+    assert ((a.images > -1).mean(axis=(1, 2, 3)) >= MIN_COVERAGE).all()
+    # Different parameters give different images.
+    assert len({img.tobytes() for img in a.images}) == 24
+
+
+def test_render_attractor_reproduces_dataset_images():
+    from ganport.trainer.datasets.fractal import render_attractor
+
+    ds = load_dataset("fractal-dream", n=6, seed=4, palette=3, image_size=24, iterations=60)
+    assert ds.images.shape == (6, 3, 24, 24) and ds.info.image_shape == [3, 24, 24]
+    # Rendering a subset on its own (a different batch) gives the very same pixels.
+    again = render_attractor(ds.params[2:5], image_size=24, channels=3, iterations=60)
+    np.testing.assert_allclose(again, ds.images[2:5], atol=1e-6)
+    # A nearby parameter vector gives a nearby but different image; a far one a different one.
+    near = render_attractor(ds.params[:1] + np.float32(0.01), 24, 3, 60)
+    far = render_attractor(ds.params[1:2], 24, 3, 60)
+    d_near = np.abs(near - ds.images[:1]).mean()
+    d_far = np.abs(far - ds.images[:1]).mean()
+    assert 0 < d_near < d_far
+
+
+def test_fractal_dream_bad_palette():
+    with pytest.raises(DatasetError, match="palette"):
+        load_dataset("fractal-dream", n=2, palette=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# File loaders: every test writes small files in the real on-disk format.
+
+
+def _pattern(n, *shape, seed=0):
+    """Random uint8 images: asymmetric, so a flipped or transposed read would be caught."""
+    return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def _to_uint8(images):
+    return np.round((images + 1.0) * 127.5).astype(np.uint8)
+
+
+def write_idx(path, array, magic=None):
+    """Write ``array`` (uint8) as an IDX file, gzipped when ``path`` ends with .gz."""
+    import gzip
+
+    magic = (0x0800 | array.ndim) if magic is None else magic
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    raw = tmp_path / "raw"  # a common layout: files in root/raw
+    raw.mkdir()
+    train_x, train_y = _pattern(7, 28, 28), np.array([5, 0, 4, 1, 9, 2, 1], np.uint8)
+    test_x, test_y = _pattern(3, 28, 28, seed=1), np.array([7, 2, 1], np.uint8)
+    write_idx(raw / "train-images-idx3-ubyte.gz", train_x)  # gzipped
+    write_idx(raw / "train-labels-idx1-ubyte.gz", train_y)
+    write_idx(raw / "t10k-images-idx3-ubyte", test_x)  # plain
+    write_idx(raw / "t10k-labels-idx1-ubyte", test_y)
+    return tmp_path, (train_x, train_y), (test_x, test_y)
+
+
+def test_mnist_reads_gzipped_and_plain_idx(mnist_root):
+    root, (train_x, train_y), (test_x, test_y) = mnist_root
+    train = load_dataset("mnist", root)
+    test = load_dataset("mnist", root, split="test")
+    assert train.images.shape == (7, 1, 28, 28) and train.images.dtype == np.float32
+    np.testing.assert_array_equal(_to_uint8(train.images[:, 0]), train_x)
+    np.testing.assert_array_equal(train.labels, train_y.astype(np.int64))
+    np.testing.assert_array_equal(_to_uint8(test.images[:, 0]), test_x)
+    np.testing.assert_array_equal(test.labels, test_y)
+    assert train.info.class_names == [str(d) for d in range(10)] and train.info.name == "mnist"
+    assert train.images.min() >= -1 and train.images.max() <= 1
+
+
+def test_idx_n_cap_and_resize(mnist_root):
+    root, (train_x, train_y), _ = mnist_root
+    a = load_dataset("mnist", root, n=4, seed=3)
+    b = load_dataset("mnist", root, n=4, seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    # The subset is made of real (image, label) pairs from the file.
+    for image, label in zip(_to_uint8(a.images[:, 0]), a.labels):
+        (match,) = [i for i in range(7) if np.array_equal(train_x[i], image)]
+        assert train_y[match] == label
+    small = load_dataset("mnist", root, image_size=14)
+    assert small.images.shape == (7, 1, 14, 14) and small.info.image_shape == [1, 14, 14]
+    # 2x downsampling averages 2x2 blocks (up to the triangle filter's weights).
+    block = train_x.reshape(7, 14, 2, 14, 2).astype(np.float32).mean((2, 4)) / 127.5 - 1
+    assert np.abs(small.images[:, 0] - block).mean() < 0.15
+
+
+def test_fashion_mnist_class_names(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", _pattern(2, 28, 28))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([0, 9], np.uint8))
+    ds = load_dataset("fashion-mnist", tmp_path, split="test")
+    assert ds.info.class_names[0] == "T-shirt/top" and ds.info.class_names[9] == "Ankle boot"
+    assert [ds.info.class_names[i] for i in ds.labels] == ["T-shirt/top", "Ankle boot"]
+
+
+def test_idx_missing_file_is_named(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", _pattern(2, 28, 28))
+    with pytest.raises(DatasetError, match="train-labels-idx1-ubyte"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_idx_bad_magic_is_named(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", _pattern(2, 28, 28), magic=0x1234)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 2], np.uint8))
+    with pytest.raises(DatasetError) as err:
+        load_dataset("mnist", tmp_path)
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte" in msg and "0x00001234" in msg and "0x00000803" in msg
+
+
+def test_idx_truncated_file_is_named(tmp_path):
+    path = write_idx(tmp_path / "train-images-idx3-ubyte", _pattern(3, 28, 28))
+    path.write_bytes(path.read_bytes()[:-100])
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 2, 3], np.uint8))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte: truncated"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_idx_truncated_gzip_is_named(tmp_path):
+    path = write_idx(tmp_path / "train-images-idx3-ubyte.gz", _pattern(3, 28, 28))
+    path.write_bytes(path.read_bytes()[:40])
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 2, 3], np.uint8))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte.gz"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_idx_count_mismatch_names_both_files(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", _pattern(3, 28, 28))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 2], np.uint8))
+    with pytest.raises(DatasetError) as err:
+        load_dataset("mnist", tmp_path)
+    assert "train-images-idx3-ubyte" in str(err.value) and "train-labels-idx1-ubyte" in str(err.value)
+
+
+def test_idx_labels_out_of_range(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", _pattern(2, 28, 28))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 12], np.uint8))
+    with pytest.raises(DatasetError, match="train-labels-idx1-ubyte: label 12"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_emnist_letters_transposed_with_mapping(tmp_path):
+    gz = tmp_path / "gzip"  # the layout of the official EMNIST archive
+    gz.mkdir()
+    upright = _pattern(4, 28, 28)
+    # EMNIST stores every image transposed; labels of "letters" are 1..26.
+    write_idx(gz / "emnist-letters-train-images-idx3-ubyte.gz", upright.transpose(0, 2, 1))
+    write_idx(gz / "emnist-letters-train-labels-idx1-ubyte.gz", np.array([1, 26, 3, 1], np.uint8))
+    (gz / "emnist-letters-mapping.txt").write_text(
+        "".join(f"{i} {64 + i} {96 + i}\n" for i in range(1, 27))
+    )
+    ds = load_dataset("emnist", tmp_path, variant="letters")
+    np.testing.assert_array_equal(_to_uint8(ds.images[:, 0]), upright)
+    np.testing.assert_array_equal(ds.labels, [0, 25, 2, 0])
+    assert ds.info.class_names == [chr(c) for c in range(65, 91)]
+
+
+def test_emnist_default_mapping_and_bad_mapping_line(tmp_path):
+    write_idx(tmp_path / "emnist-byclass-test-images-idx3-ubyte", _pattern(2, 28, 28))
+    write_idx(tmp_path / "emnist-byclass-test-labels-idx1-ubyte", np.array([10, 61], np.uint8))
+    ds = load_dataset("emnist", tmp_path, split="test")  # no mapping file: standard byclass
+    assert ds.info.n_classes == 62 and [ds.info.class_names[i] for i in ds.labels] == ["A", "z"]
+    (tmp_path / "emnist-byclass-mapping.txt").write_text("0 48\n1 forty-nine\n")
+    with pytest.raises(DatasetError, match=r"emnist-byclass-mapping.txt: line 2"):
+        load_dataset("emnist", tmp_path, split="test")
+    with pytest.raises(DatasetError, match="variant"):
+        load_dataset("emnist", tmp_path, variant="everything")
+
+
+def test_emnist_balanced_mapping_file_defines_classes(tmp_path):
+    write_idx(tmp_path / "emnist-balanced-train-images-idx3-ubyte", _pattern(2, 28, 28))
+    write_idx(tmp_path / "emnist-balanced-train-labels-idx1-ubyte", np.array([2, 0], np.uint8))
+    (tmp_path / "emnist-balanced-mapping.txt").write_text("0 48\n1 49\n2 97\n")
+    ds = load_dataset("emnist", tmp_path, variant="balanced")
+    assert ds.info.class_names == ["0", "1", "a"] and ds.labels.tolist() == [2, 0]
+
+
+# -- CIFAR --------------------------------------------------------------------------------------
+
+
+def _write_pickle(path, obj, protocol=2):
+    import pickle
+
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture
+def cifar10_root(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = []
+    for i in range(1, 6):
+        data = _pattern(3, 3072, seed=i)
+        labels = [int(v) for v in np.random.default_rng(i).integers(0, 10, 3)]
+        # The real batches are dicts with (Python 2 str ->) bytes keys.
+        _write_pickle(folder / f"data_batch_{i}", {
+            b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels,
+            b"data": data, b"filenames": [b"x.png"] * 3,
+        })  # fmt: skip
+        batches.append((data, labels))
+    _write_pickle(folder / "test_batch", {b"labels": [3], b"data": _pattern(1, 3072, seed=9)}, protocol=5)
+    _write_pickle(folder / "batches.meta", {
+        b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_cases_per_batch": 3, b"num_vis": 3072,
+    })  # fmt: skip
+    return tmp_path, batches
+
+
+def test_cifar10_reads_python_batches(cifar10_root):
+    root, batches = cifar10_root
+    ds = load_dataset("cifar10", root)
+    data = np.concatenate([d for d, _ in batches])
+    labels = sum((l for _, l in batches), [])
+    assert ds.images.shape == (15, 3, 32, 32) and ds.info.class_names == CIFAR10_NAMES
+    # Row i is three 32x32 planes R, G, B.
+    np.testing.assert_array_equal(_to_uint8(ds.images), data.reshape(15, 3, 32, 32))
+    assert ds.labels.tolist() == labels
+    test = load_dataset("cifar10", root, split="test")  # written at pickle protocol 5
+    assert test.labels.tolist() == [3]
+    np.testing.assert_array_equal(_to_uint8(test.images).reshape(-1), _pattern(1, 3072, seed=9)[0])
+
+
+def test_cifar_refuses_code_in_pickle(cifar10_root, tmp_path):
+    import os
+
+    root, _ = cifar10_root
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    _write_pickle(root / "cifar-10-batches-py" / "test_batch", {b"data": Evil(), b"labels": [0]})
+    with pytest.raises(DatasetError, match=r"test_batch: .*not allowed"):
+        load_dataset("cifar10", root, split="test")
+    assert not marker.exists()
+
+
+def test_cifar_malformed_batches(cifar10_root):
+    root, _ = cifar10_root
+    folder = root / "cifar-10-batches-py"
+    _write_pickle(folder / "test_batch", {b"data": _pattern(2, 1000), b"labels": [0, 1]})
+    with pytest.raises(DatasetError, match=r"test_batch: 'data' is uint8 \(2, 1000\)"):
+        load_dataset("cifar10", root, split="test")
+    (folder / "test_batch").write_bytes(b"\x80\x02}q\x00(X")  # truncated pickle
+    with pytest.raises(DatasetError, match="test_batch: not a CIFAR python batch"):
+        load_dataset("cifar10", root, split="test")
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(DatasetError, match="data_batch_4 not found"):
+        load_dataset("cifar10", root)
+
+
+def test_cifar100_fine_and_coarse(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    data = _pattern(4, 3072)
+    _write_pickle(folder / "train", {
+        b"filenames": [b"a.png"] * 4, b"batch_label": b"training batch 1 of 1",
+        b"fine_labels": [0, 99, 42, 7], b"coarse_labels": [4, 19, 0, 3], b"data": data,
+    })  # fmt: skip
+    _write_pickle(folder / "meta", {
+        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+    })  # fmt: skip
+    fine = load_dataset("cifar100", tmp_path)
+    coarse = load_dataset("cifar100", tmp_path, label_mode="coarse", image_size=16)
+    assert fine.info.n_classes == 100 and fine.labels.tolist() == [0, 99, 42, 7]
+    assert fine.info.class_names[99] == "fine99"
+    np.testing.assert_array_equal(_to_uint8(fine.images), data.reshape(4, 3, 32, 32))
+    assert coarse.info.n_classes == 20 and coarse.labels.tolist() == [4, 19, 0, 3]
+    assert coarse.images.shape == (4, 3, 16, 16)
+    with pytest.raises(DatasetError, match="test not found"):
+        load_dataset("cifar100", tmp_path, split="test")
+
+
+# -- STL-10 -------------------------------------------------------------------------------------
+
+
+def _write_stl(folder, split, images, labels=None):
+    # On disk each channel is column-major: write the transpose of the upright image.
+    (folder / f"{split}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
+    if labels is not None:
+        (folder / f"{split}_y.bin").write_bytes(np.asarray(labels, np.uint8).tobytes())
+
+
+@pytest.fixture
+def stl_root(tmp_path):
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
+    train = _pattern(3, 3, 96, 96)
+    _write_stl(folder, "train", train, [1, 10, 4])
+    unlabeled = _pattern(5, 3, 96, 96, seed=2)
+    _write_stl(folder, "unlabeled", unlabeled)
+    return tmp_path, names, train, unlabeled
+
+
+def test_stl10_column_major_images_and_labels(stl_root):
+    root, names, train, unlabeled = stl_root
+    ds = load_dataset("stl10", root)
+    np.testing.assert_array_equal(_to_uint8(ds.images), train)
+    assert ds.labels.tolist() == [0, 9, 3] and ds.info.class_names == names
+    un = load_dataset("stl10", root, split="unlabeled", n=2, seed=1, image_size=48)
+    assert un.labels is None and un.images.shape == (2, 3, 48, 48) and un.info.class_names == []
+    full = load_dataset("stl10", root, split="unlabeled", image_size=96)
+    np.testing.assert_array_equal(_to_uint8(full.images), unlabeled)
+
+
+def test_stl10_malformed(stl_root):
+    root, _, _, _ = stl_root
+    folder = root / "stl10_binary"
+    x = folder / "train_X.bin"
+    x.write_bytes(x.read_bytes()[:-5])
+    with pytest.raises(DatasetError, match=r"train_X.bin: .*not a whole number"):
+        load_dataset("stl10", root)
+    _write_stl(folder, "train", _pattern(2, 3, 96, 96), [1, 11])
+    with pytest.raises(DatasetError, match=r"train_y.bin: labels must be 1..10"):
+        load_dataset("stl10", root)
+    _write_stl(folder, "train", _pattern(2, 3, 96, 96), [1])
+    with pytest.raises(DatasetError, match=r"train_y.bin holds 1 labels but train_X.bin holds 2"):
+        load_dataset("stl10", root)
+    with pytest.raises(DatasetError, match="test_X.bin not found"):
+        load_dataset("stl10", root, split="test")
+
+
+# -- folder -------------------------------------------------------------------------------------
+
+
+def _save_png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_folder_subfolder_labels_crop_and_channels(tmp_path):
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = 200
+    # A wide image: the centre square is white, the side strips (cropped away) are black.
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, 20:40] = 255
+    _save_png(tmp_path / "dog" / "b.png", red)
+    _save_png(tmp_path / "cat" / "nested" / "a.png", wide)
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    ds = load_dataset("folder", tmp_path, labels="subfolders", image_size=16)
+    assert ds.info.class_names == ["cat", "dog"] and ds.labels.tolist() == [0, 1]
+    assert ds.images.shape == (2, 3, 16, 16)
+    np.testing.assert_allclose(ds.images[0], 1.0, atol=1e-6)  # only the white centre is left
+    np.testing.assert_allclose(ds.images[1, 0], 200 / 127.5 - 1, atol=1e-6)
+    np.testing.assert_allclose(ds.images[1, 1:], -1.0)
+    gray = load_dataset("folder", tmp_path, channels=1)
+    assert gray.images.shape == (2, 1, 64, 64) and gray.labels is None and gray.info.class_names == []
+
+
+def test_folder_errors_and_test_split(tmp_path):
+    for i in range(10):
+        _save_png(tmp_path / "faces" / f"{i:02d}.png", np.full((8, 8, 3), i * 20, np.uint8))
+    root = tmp_path / "faces"
+    with pytest.raises(DatasetError, match="no test split"):
+        load_dataset("folder", root, split="test")
+    train = load_dataset("folder", root, test_fraction=0.2, image_size=8)
+    test = load_dataset("folder", root, test_fraction=0.2, split="test", image_size=8)
+    assert len(train) == 8 and len(test) == 2
+    assert not set(train.images[:, 0, 0, 0].tolist()) & set(test.images[:, 0, 0, 0].tolist())
+    with pytest.raises(DatasetError, match="labels='subfolders'.*00.png"):
+        load_dataset("folder", root, labels="subfolders")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(DatasetError, match="broken.jpg"):
+        load_dataset("folder", root)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        load_dataset("folder", tmp_path / "empty")
+    with pytest.raises(DatasetError, match="channels"):
+        load_dataset("folder", root, channels=2)

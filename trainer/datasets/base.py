@@ -159,7 +159,8 @@ class DatasetSpec:
         options: option name -> one-line help (including its default); the only extra
             keyword arguments :func:`load_dataset` lets through.
         splits: the values ``split`` may take.
-        needs_root: whether the set is read from files under ``root``.
+        needs_root: whether the set is read from files under ``root`` (for listings; the
+            loader itself reports a missing root).
     """
 
     name: str
@@ -186,8 +187,10 @@ def subset_indices(total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(total, size=n, replace=False)).astype(np.int64)
 
 
-def int_option(name: str, value: Any, *, dataset: str, low: int, high: int | None = None) -> int:
-    """Validate an integer option, raising :class:`DatasetError` naming it when out of range."""
+def int_option(
+    name: str, value: Any, *, dataset: str, low: int = 0, high: int | None = None, choices: tuple[int, ...] = ()
+) -> int:
+    """Validate an integer option (a range, or one of ``choices``), naming it in the error."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         # The CLI passes options as strings; accept "400" but not "4.5" or "many".
         try:
@@ -198,6 +201,12 @@ def int_option(name: str, value: Any, *, dataset: str, low: int, high: int | Non
         except ValueError:
             raise DatasetError(f"{dataset}: option {name}={value!r} must be an integer") from None
     value = int(value)
+    if choices:
+        if value not in choices:
+            raise DatasetError(
+                f"{dataset}: option {name}={value} is not valid", hint=f"choose one of {', '.join(map(str, choices))}"
+            )
+        return value
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise DatasetError(f"{dataset}: option {name}={value} must be {bound}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ganport.errors import DatasetError
 
-from . import digits, glyphs
+from . import cifar, digits, folder, fractal, glyphs, idx, stl10
 from .base import DatasetSpec, ImageDataset
 
 logger = logging.getLogger(__name__)
@@ -32,10 +32,71 @@ _SPECS = [
         },
     ),
     DatasetSpec(
+        "fractal-dream",
+        fractal.load_fractal_dream,
+        "Fractal Dream attractor densities, each paired with its parameters (a, b, c, d); "
+        "unlabelled, 32x32, 4096 train / 1024 test (built-in)",
+        {
+            "palette": "1 = grayscale (default), 3 = RGB colour ramp",
+            "iterations": "map iterations per starting point (default 200)",
+        },
+    ),
+    DatasetSpec(
         "digits",
         digits.load_digits_dataset,
         "scikit-learn's bundled 8x8 handwritten digits, 10 classes, upscaled to 28x28; "
         "80/20 train/test (built-in)",
+    ),
+    DatasetSpec(
+        "mnist",
+        idx.load_mnist,
+        "MNIST from IDX files under root (train-images-idx3-ubyte[.gz], t10k-...); 28x28, 10 classes",
+        needs_root=True,
+    ),
+    DatasetSpec(
+        "fashion-mnist",
+        idx.load_fashion_mnist,
+        "Fashion-MNIST from IDX files under root (same names as MNIST); 28x28, 10 classes",
+        needs_root=True,
+    ),
+    DatasetSpec(
+        "emnist",
+        idx.load_emnist,
+        "EMNIST from IDX files under root (emnist-<variant>-train-images-idx3-ubyte[.gz], "
+        "emnist-<variant>-mapping.txt); 28x28",
+        {"variant": "byclass (default, 62 classes), bymerge, balanced, letters, digits or mnist"},
+        needs_root=True,
+    ),
+    DatasetSpec(
+        "cifar10",
+        cifar.load_cifar10,
+        "CIFAR-10 python batches under root (cifar-10-batches-py/); 32x32 RGB, 10 classes",
+        needs_root=True,
+    ),
+    DatasetSpec(
+        "cifar100",
+        cifar.load_cifar100,
+        "CIFAR-100 python files under root (cifar-100-python/); 32x32 RGB",
+        {"label_mode": "fine (default, 100 classes) or coarse (20 superclasses)"},
+        needs_root=True,
+    ),
+    DatasetSpec(
+        "stl10",
+        stl10.load_stl10,
+        "STL-10 binaries under root (stl10_binary/); 96x96 RGB, 10 classes; split also 'unlabeled'",
+        splits=("train", "test", "unlabeled"),
+        needs_root=True,
+    ),
+    DatasetSpec(
+        "folder",
+        folder.load_folder,
+        "a folder of images under root (png/jpg/jpeg/bmp/webp, recursive), centre-cropped, 64x64",
+        {
+            "labels": "none (default) or subfolders (each immediate subfolder is a class)",
+            "channels": "3 = RGB (default) or 1 = grayscale",
+            "test_fraction": "fraction of files held out for split='test' (default 0: no test split)",
+        },
+        needs_root=True,
     ),
 ]
 
@@ -68,7 +129,7 @@ def describe_datasets() -> list[tuple[str, str]]:
     for spec in REGISTRY.values():
         text = spec.description
         if spec.options:
-            text += "; options: " + ", ".join(f"{k} ({v})" for k, v in spec.options.items())
+            text += ". Options: " + "; ".join(f"{k} = {v}" for k, v in spec.options.items())
         rows.append((spec.name, text))
     return rows
 
@@ -136,9 +197,10 @@ def load_dataset(
             hint=f"valid options: {valid}",
         )
     if split not in spec.splits:
-        raise DatasetError(
-            f"{spec.name}: unknown split {split!r}", hint=f"choose one of {', '.join(spec.splits)}"
-        )
+        hint = f"choose one of {', '.join(spec.splits)}"
+        if spec.name == "emnist" and split in idx.EMNIST_CLASSES:
+            hint = f"the EMNIST variant is the option variant={split!r}; split is train or test"
+        raise DatasetError(f"{spec.name}: unknown split {split!r}", hint=hint)
     image_size = _check_positive_int("image_size", image_size, MAX_IMAGE_SIZE)
     n = _check_positive_int("n", n)
     if image_size is not None and image_size < 4:
