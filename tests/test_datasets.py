@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from ganport.trainer.datasets import DataInfo, available_datasets, describe_datasets, load_dataset
 
 from ganport.errors import DatasetError
-from ganport.trainer.datasets import DataInfo, available_datasets, describe_datasets, load_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Registry and common arguments
@@ -185,6 +185,7 @@ def test_bad_common_arguments():
         load_dataset("digits", image_size=-3)
     with pytest.raises(DatasetError, match="root"):
         load_dataset("mnist")
+    assert len(load_dataset("digits", n=np.int64(3))) == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,9 +365,7 @@ def test_emnist_letters_transposed_with_mapping(tmp_path):
     # EMNIST stores every image transposed; labels of "letters" are 1..26.
     write_idx(gz / "emnist-letters-train-images-idx3-ubyte.gz", upright.transpose(0, 2, 1))
     write_idx(gz / "emnist-letters-train-labels-idx1-ubyte.gz", np.array([1, 26, 3, 1], np.uint8))
-    (gz / "emnist-letters-mapping.txt").write_text(
-        "".join(f"{i} {64 + i} {96 + i}\n" for i in range(1, 27))
-    )
+    (gz / "emnist-letters-mapping.txt").write_text("".join(f"{i} {64 + i} {96 + i}\n" for i in range(1, 27)))
     ds = load_dataset("emnist", tmp_path, variant="letters")
     np.testing.assert_array_equal(_to_uint8(ds.images[:, 0]), upright)
     np.testing.assert_array_equal(ds.labels, [0, 25, 2, 0])
@@ -414,15 +413,25 @@ def cifar10_root(tmp_path):
         data = _pattern(3, 3072, seed=i)
         labels = [int(v) for v in np.random.default_rng(i).integers(0, 10, 3)]
         # The real batches are dicts with (Python 2 str ->) bytes keys.
-        _write_pickle(folder / f"data_batch_{i}", {
-            b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels,
-            b"data": data, b"filenames": [b"x.png"] * 3,
-        })  # fmt: skip
+        _write_pickle(
+            folder / f"data_batch_{i}",
+            {
+                b"batch_label": f"training batch {i} of 5".encode(),
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [b"x.png"] * 3,
+            },
+        )
         batches.append((data, labels))
     _write_pickle(folder / "test_batch", {b"labels": [3], b"data": _pattern(1, 3072, seed=9)}, protocol=5)
-    _write_pickle(folder / "batches.meta", {
-        b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_cases_per_batch": 3, b"num_vis": 3072,
-    })  # fmt: skip
+    _write_pickle(
+        folder / "batches.meta",
+        {
+            b"label_names": [n.encode() for n in CIFAR10_NAMES],
+            b"num_cases_per_batch": 3,
+            b"num_vis": 3072,
+        },
+    )
     return tmp_path, batches
 
 
@@ -430,7 +439,7 @@ def test_cifar10_reads_python_batches(cifar10_root):
     root, batches = cifar10_root
     ds = load_dataset("cifar10", root)
     data = np.concatenate([d for d, _ in batches])
-    labels = sum((l for _, l in batches), [])
+    labels = [label for _, batch_labels in batches for label in batch_labels]
     assert ds.images.shape == (15, 3, 32, 32) and ds.info.class_names == CIFAR10_NAMES
     # Row i is three 32x32 planes R, G, B.
     np.testing.assert_array_equal(_to_uint8(ds.images), data.reshape(15, 3, 32, 32))
@@ -474,14 +483,23 @@ def test_cifar100_fine_and_coarse(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     data = _pattern(4, 3072)
-    _write_pickle(folder / "train", {
-        b"filenames": [b"a.png"] * 4, b"batch_label": b"training batch 1 of 1",
-        b"fine_labels": [0, 99, 42, 7], b"coarse_labels": [4, 19, 0, 3], b"data": data,
-    })  # fmt: skip
-    _write_pickle(folder / "meta", {
-        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
-        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
-    })  # fmt: skip
+    _write_pickle(
+        folder / "train",
+        {
+            b"filenames": [b"a.png"] * 4,
+            b"batch_label": b"training batch 1 of 1",
+            b"fine_labels": [0, 99, 42, 7],
+            b"coarse_labels": [4, 19, 0, 3],
+            b"data": data,
+        },
+    )
+    _write_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+        },
+    )
     fine = load_dataset("cifar100", tmp_path)
     coarse = load_dataset("cifar100", tmp_path, label_mode="coarse", image_size=16)
     assert fine.info.n_classes == 100 and fine.labels.tolist() == [0, 99, 42, 7]

@@ -15,14 +15,16 @@ file. This package does not import torch.
 from __future__ import annotations
 
 from .base import DataInfo, DatasetSpec, ImageDataset
+from .fractal import render_attractor
 from .registry import REGISTRY, available_datasets, describe_datasets, load_dataset
 
 __all__ = [
+    "REGISTRY",
     "DataInfo",
     "DatasetSpec",
     "ImageDataset",
-    "REGISTRY",
     "available_datasets",
     "describe_datasets",
     "load_dataset",
+    "render_attractor",
 ]

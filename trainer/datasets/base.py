@@ -12,9 +12,10 @@ values, file errors), so every loader reports bad input the same way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class DataInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DataInfo":
+    def from_dict(cls, data: Mapping[str, Any]) -> DataInfo:
         """Rebuild a :class:`DataInfo` from :meth:`to_dict` output.
 
         Raises:
@@ -115,14 +116,10 @@ class ImageDataset:
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a shape error deep inside training.
         if self.images.ndim != 4 or self.images.dtype != np.float32:
-            raise ValueError(
-                f"images must be float32 [N, C, H, W], got {self.images.dtype} {self.images.shape}"
-            )
+            raise ValueError(f"images must be float32 [N, C, H, W], got {self.images.dtype} {self.images.shape}")
         n = len(self.images)
         if list(self.images.shape[1:]) != list(self.info.image_shape):
-            raise ValueError(
-                f"images shape {self.images.shape[1:]} != info.image_shape {self.info.image_shape}"
-            )
+            raise ValueError(f"images shape {self.images.shape[1:]} != info.image_shape {self.info.image_shape}")
         if self.labels is not None and (self.labels.shape != (n,) or self.labels.dtype != np.int64):
             raise ValueError(f"labels must be int64 [{n}], got {self.labels.dtype} {self.labels.shape}")
         if self.params is not None and (
@@ -133,7 +130,7 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, indices: np.ndarray | list[int]) -> "ImageDataset":
+    def subset(self, indices: np.ndarray | list[int]) -> ImageDataset:
         """Return a new data set holding only ``indices`` (same info)."""
         idx = np.asarray(indices, dtype=np.int64)
         return ImageDataset(
@@ -247,6 +244,15 @@ def require_root(root: str | Path | None, dataset: str) -> Path:
     return path
 
 
+def find_optional_file(root: Path, names: list[str], subdirs: list[str]) -> Path | None:
+    """The first of ``names`` found in ``root``'s ``subdirs`` (``""`` = root itself), or None."""
+    for folder in (root / s if s else root for s in subdirs):
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
 def find_file(root: Path, names: list[str], subdirs: list[str], dataset: str, what: str) -> Path:
     """Find the first of ``names`` in ``root`` or one of its ``subdirs``.
 
@@ -260,11 +266,10 @@ def find_file(root: Path, names: list[str], subdirs: list[str], dataset: str, wh
     Raises:
         DatasetError: naming the file and every folder searched.
     """
+    found = find_optional_file(root, names, subdirs)
+    if found is not None:
+        return found
     folders = [root / s if s else root for s in subdirs]
-    for folder in folders:
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
     searched = ", ".join(str(f) for f in folders if f.is_dir()) or str(root)
     raise DatasetError(
         f"{dataset}: {names[0]} not found ({what}); looked in {searched}",

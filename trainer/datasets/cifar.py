@@ -77,7 +77,7 @@ def read_pickle(path: Path) -> dict[str, Any]:
         data = SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except OSError as exc:
         raise DatasetError(f"{path.name}: cannot be read ({exc})") from None
-    except Exception as exc:  # any unpickling failure means a malformed or foreign file
+    except Exception as exc:  # noqa: BLE001 - unpickling a foreign file can raise almost anything
         raise DatasetError(
             f"{path.name}: not a CIFAR python batch ({type(exc).__name__}: {exc})",
             hint="expected a pickled dict from the 'CIFAR python version' archive",
@@ -107,9 +107,13 @@ def _read_batch(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray,
     labels = np.asarray(_field(data, label_key, path))
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != _PIXELS:
         shape = getattr(pixels, "shape", type(pixels).__name__)
-        raise DatasetError(f"{path.name}: 'data' is {getattr(pixels, 'dtype', '')} {shape}, expected uint8 [N, {_PIXELS}]")
+        raise DatasetError(
+            f"{path.name}: 'data' is {getattr(pixels, 'dtype', '')} {shape}, expected uint8 [N, {_PIXELS}]"
+        )
     if labels.shape != (len(pixels),) or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetError(f"{path.name}: {label_key!r} has shape {labels.shape}, expected {len(pixels)} integer labels")
+        raise DatasetError(
+            f"{path.name}: {label_key!r} has shape {labels.shape}, expected {len(pixels)} integer labels"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
         raise DatasetError(f"{path.name}: {label_key!r} values outside 0..{n_classes - 1}")
     return pixels.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -163,14 +167,21 @@ def load_cifar10(root, *, image_size=None, n=None, seed=0, split="train") -> Ima
     """
     batches = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     return _load(
-        "cifar10", root, "cifar-10-batches-py", batches, "batches.meta", "label_names", "labels", 10,
-        image_size=image_size, n=n, seed=seed,
-    )  # fmt: skip
+        "cifar10",
+        root,
+        "cifar-10-batches-py",
+        batches,
+        "batches.meta",
+        "label_names",
+        "labels",
+        10,
+        image_size=image_size,
+        n=n,
+        seed=seed,
+    )
 
 
-def load_cifar100(
-    root, *, image_size=None, n=None, seed=0, split="train", label_mode: str = "fine"
-) -> ImageDataset:
+def load_cifar100(root, *, image_size=None, n=None, seed=0, split="train", label_mode: str = "fine") -> ImageDataset:
     """Load CIFAR-100 from ``cifar-100-python``.
 
     Args:
@@ -190,6 +201,15 @@ def load_cifar100(
     """
     mode = choice_option("label_mode", label_mode, ("fine", "coarse"), dataset="cifar100")
     return _load(
-        "cifar100", root, "cifar-100-python", [split], "meta", f"{mode}_label_names", f"{mode}_labels",
-        100 if mode == "fine" else 20, image_size=image_size, n=n, seed=seed,
-    )  # fmt: skip
+        "cifar100",
+        root,
+        "cifar-100-python",
+        [split],
+        "meta",
+        f"{mode}_label_names",
+        f"{mode}_labels",
+        100 if mode == "fine" else 20,
+        image_size=image_size,
+        n=n,
+        seed=seed,
+    )

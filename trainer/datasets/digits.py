@@ -57,7 +57,7 @@ def load_digits_dataset(
     labels = bunch.target.astype(np.int64)
 
     order = np.random.default_rng(_SPLIT_SEED).permutation(len(labels))
-    n_test = int(round(TEST_FRACTION * len(labels)))
+    n_test = round(TEST_FRACTION * len(labels))
     part = np.sort(order[:n_test] if split == "test" else order[n_test:])
     part = part[subset_indices(len(part), n, seed)]
 

@@ -62,9 +62,7 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
             image = ImageOps.exif_transpose(opened)
             image = image.convert("RGB" if channels == 3 else "L")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(
-            f"{path}: cannot be read as an image ({exc})", hint="remove or replace the file"
-        ) from None
+        raise DatasetError(f"{path}: cannot be read as an image ({exc})", hint="remove or replace the file") from None
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -81,7 +79,7 @@ def _split_files(files: list[Path], split: str, test_fraction: float) -> list[Pa
                 f"{NAME}: a folder has no test split", hint="pass test_fraction=0.1 to hold out 10% of the images"
             )
         return files
-    n_test = max(1, int(round(test_fraction * len(files))))
+    n_test = max(1, round(test_fraction * len(files)))
     held_out = np.zeros(len(files), bool)
     held_out[np.random.default_rng(_HOLDOUT_SEED).permutation(len(files))[:n_test]] = True
     return [f for f, t in zip(files, held_out) if t == (split == "test")]
@@ -125,7 +123,9 @@ def load_folder(
 
     files = list_images(base)
     if not files:
-        raise DatasetError(f"{NAME}: no images found under {base}", hint=f"expected files ending in {', '.join(EXTENSIONS)}")
+        raise DatasetError(
+            f"{NAME}: no images found under {base}", hint=f"expected files ending in {', '.join(EXTENSIONS)}"
+        )
     classes: list[str] = []
     if labels == "subfolders":
         loose = [f for f in files if f.parent == base]

@@ -48,9 +48,7 @@ _BURN_IN = 20
 _POINTS_PER_STEP = 1 << 18  # points iterated together (bounds memory)
 # Colour ramp for palette=3: position in [0, 1] -> RGB in [0, 1].
 _RAMP_POS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_RAMP_RGB = np.array(
-    [[0.0, 0.0, 0.0], [0.25, 0.05, 0.45], [0.8, 0.2, 0.3], [1.0, 0.65, 0.1], [1.0, 1.0, 0.85]]
-)
+_RAMP_RGB = np.array([[0.0, 0.0, 0.0], [0.25, 0.05, 0.45], [0.8, 0.2, 0.3], [1.0, 0.65, 0.1], [1.0, 1.0, 0.85]])
 
 
 def _points_per_image(image_size: int) -> int:

@@ -23,7 +23,6 @@ Glyphs are centred on their bounding box, white on black like EMNIST, and determ
 from __future__ import annotations
 
 import logging
-import math
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,8 +50,11 @@ _CAP_FRACTION = 0.6
 # No glyph may exceed this fraction of the frame (wide "W"/"M" in bold serif fonts would
 # otherwise touch the border); only oversized glyphs are shrunk, the rest keep their size.
 _MAX_FRACTION = 0.78
-# Prototypes are rendered at this many times the output resolution, then resampled.
+# Prototypes are rendered at up to this many times the output resolution, then resampled...
 _OVERSAMPLE = 2.0
+# ...but with a capital H at most this many pixels tall, so large outputs stay cheap in memory
+# (prototypes are 22 fonts x 62 glyphs x 2 weights; ~1:1 sampling is still sharp).
+_MAX_CAP_PX = 80.0
 # Stroke weights rendered per glyph, in output pixels (added on each side of the stroke).
 _STROKES = (0.0, 0.5)
 # Adobe glyph names of the digits: a font whose "0" is not called "zero" maps digits
@@ -89,7 +91,7 @@ def _has_latin_glyphs(path: Path) -> bool:
             if name and not name.startswith("uni") and name != _expected_glyph_name(char):
                 return False
         return True
-    except Exception as exc:  # a broken font file must not break the data set
+    except (OSError, RuntimeError, ValueError) as exc:  # a broken font must not break the set
         logger.debug("skipping font %s: %s", path, exc)
         return False
 
@@ -138,7 +140,7 @@ def _font_sources(fonts: str) -> list[Path | None]:
 
 @dataclass(frozen=True)
 class _Prototypes:
-    """Rendered glyphs ``[n_fonts, 62, n_strokes, S, S]`` in [0, 1], each centred.
+    """Rendered glyphs ``[n_fonts, 62, n_strokes, S, S]`` as uint8 0..255, each centred.
 
     ``cap_px`` is the height of a capital H in prototype pixels (the same for every font).
     """
@@ -156,7 +158,7 @@ def _render(font, char: str, canvas: int, stroke: int) -> Image.Image:
     return image
 
 
-def _render_font(source: Path | None, cap_px: float) -> list[list[Image.Image]] | None:
+def _render_font(source: Path | None, cap_px: float, oversample: float) -> list[list[Image.Image]] | None:
     """Tight-cropped renders ``[62][n_strokes]`` of one font scaled to ``cap_px``, or None.
 
     None means the font turned out unusable (e.g. identical boxes for different characters).
@@ -179,7 +181,7 @@ def _render_font(source: Path | None, cap_px: float) -> list[list[Image.Image]] 
     for char in CLASS_NAMES:
         per_stroke = []
         for stroke_out in _STROKES:
-            stroke = round(stroke_out * _OVERSAMPLE)
+            stroke = round(stroke_out * oversample)
             image = _render(font, char, canvas, stroke)
             bbox = image.getbbox()
             if bbox is None:
@@ -203,12 +205,13 @@ def _render_font(source: Path | None, cap_px: float) -> list[list[Image.Image]] 
 @lru_cache(maxsize=8)
 def _prototypes(image_size: int, fonts: str) -> _Prototypes:
     """Render (once per process) every prototype needed for ``image_size``."""
-    cap_px = _CAP_FRACTION * image_size * _OVERSAMPLE
-    # Blur of about half an output pixel: prototypes are shrunk ~_OVERSAMPLE x when sampled.
-    blur = ImageFilter.GaussianBlur(radius=0.5 * _OVERSAMPLE)
+    cap_px = min(_CAP_FRACTION * image_size * _OVERSAMPLE, _MAX_CAP_PX)
+    oversample = cap_px / (_CAP_FRACTION * image_size)
+    # Blur of about half an output pixel, so sampling the prototype does not alias.
+    blur = ImageFilter.GaussianBlur(radius=0.5 * oversample)
     rendered, names = [], []
     for source in _font_sources(fonts):
-        crops = _render_font(source, cap_px)
+        crops = _render_font(source, cap_px, oversample)
         if crops is None:
             logger.warning("font %s cannot render the 62 glyph classes; skipped", source)
             continue
@@ -218,7 +221,8 @@ def _prototypes(image_size: int, fonts: str) -> _Prototypes:
         raise DatasetError(f"{NAME}: no usable font found", hint="install matplotlib (pip install 'ganport[train]')")
     largest = max(max(c.size) for crops in rendered for per in crops for c in per)
     side = largest + 8  # zero border so out-of-glyph samples read black
-    stack = np.zeros((len(rendered), len(CLASS_NAMES), len(_STROKES), side, side), np.float32)
+    # uint8 storage: a quarter of the memory, and gathers from it are faster.
+    stack = np.zeros((len(rendered), len(CLASS_NAMES), len(_STROKES), side, side), np.uint8)
     for f, crops in enumerate(rendered):
         for k, per_stroke in enumerate(crops):
             for s, crop in enumerate(per_stroke):
@@ -226,7 +230,7 @@ def _prototypes(image_size: int, fonts: str) -> _Prototypes:
                 # Centre the ink bounding box in the canvas.
                 canvas = Image.new("L", (side, side), 0)
                 canvas.paste(crop, ((side - w) // 2, (side - h) // 2))
-                stack[f, k, s] = np.asarray(canvas.filter(blur), np.float32) / 255.0
+                stack[f, k, s] = np.asarray(canvas.filter(blur), np.uint8)
     logger.debug("rendered %d glyph prototypes (%d fonts, side %d)", stack[..., 0, 0].size, len(names), side)
     return _Prototypes(stack, cap_px, tuple(names))
 
@@ -252,20 +256,18 @@ def _smooth_fields(rng: np.random.Generator, n: int, size: int, nodes: int = 4) 
     return basis @ coarse @ basis.T
 
 
-def _sample(
-    protos: np.ndarray, index: np.ndarray, src_x: np.ndarray, src_y: np.ndarray
-) -> np.ndarray:
-    """Bilinearly sample ``protos[index]`` at float pixel coordinates (``[n, H, W]`` each)."""
+def _sample(protos: np.ndarray, index: np.ndarray, src_x: np.ndarray, src_y: np.ndarray) -> np.ndarray:
+    """Bilinearly sample uint8 ``protos[index]`` at float pixel coordinates; returns [0, 1] floats."""
     side = protos.shape[-1]
     flat = protos.reshape(-1)
     x0 = np.clip(np.floor(src_x), 0, side - 2)
     y0 = np.clip(np.floor(src_y), 0, side - 2)
     fx = np.clip(src_x - x0, 0.0, 1.0)
     fy = np.clip(src_y - y0, 0.0, 1.0)
-    base = (index[:, None, None] * (side * side) + y0.astype(np.int64) * side + x0.astype(np.int64))
+    base = index[:, None, None] * (side * side) + y0.astype(np.int64) * side + x0.astype(np.int64)
     top = flat[base] * (1 - fx) + flat[base + 1] * fx
     bottom = flat[base + side] * (1 - fx) + flat[base + side + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    return (top * (1 - fy) + bottom * fy) * np.float32(1 / 255)
 
 
 def _make_batch(

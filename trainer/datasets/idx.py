@@ -27,7 +27,15 @@ import numpy as np
 
 from ganport.errors import DatasetError
 
-from .base import DataInfo, ImageDataset, choice_option, find_file, require_root, subset_indices
+from .base import (
+    DataInfo,
+    ImageDataset,
+    choice_option,
+    find_file,
+    find_optional_file,
+    require_root,
+    subset_indices,
+)
 from .imageops import finish_uint8
 
 logger = logging.getLogger(__name__)
@@ -134,8 +142,7 @@ def _load_idx_pair(
     labels = read_idx(label_path, 1)
     if len(images) != len(labels):
         raise DatasetError(
-            f"{dataset}: {image_path.name} holds {len(images)} images but {label_path.name} "
-            f"holds {len(labels)} labels",
+            f"{dataset}: {image_path.name} holds {len(images)} images but {label_path.name} holds {len(labels)} labels",
             hint="the two files must come from the same split",
         )
     if len(labels) and int(labels.max()) >= n_classes:
@@ -159,9 +166,15 @@ def _mnist_like(name: str, classes: list[str], subdirs: list[str]):
         folder = require_root(root, name)
         prefix = "train" if split == "train" else "t10k"
         images, labels = _load_idx_pair(
-            name, folder, f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte",
-            subdirs, len(classes), n, seed,
-        )  # fmt: skip
+            name,
+            folder,
+            f"{prefix}-images-idx3-ubyte",
+            f"{prefix}-labels-idx1-ubyte",
+            subdirs,
+            len(classes),
+            n,
+            seed,
+        )
         return _make_dataset(name, images, labels, classes, image_size)
 
     load.__name__ = f"load_{name.replace('-', '_')}"
@@ -217,18 +230,14 @@ def read_emnist_mapping(path: Path) -> dict[int, str]:
             label, code = int(fields[0]), int(fields[1])
             name = chr(code)
         except (ValueError, IndexError, OverflowError):
-            raise DatasetError(
-                f"{path.name}: line {number} is {line!r}, expected 'label ascii_code'"
-            ) from None
+            raise DatasetError(f"{path.name}: line {number} is {line!r}, expected 'label ascii_code'") from None
         mapping[label] = name
     if not mapping:
         raise DatasetError(f"{path.name}: no 'label ascii_code' lines found")
     return mapping
 
 
-def load_emnist(
-    root, *, image_size=None, n=None, seed=0, split="train", variant: str = "byclass"
-) -> ImageDataset:
+def load_emnist(root, *, image_size=None, n=None, seed=0, split="train", variant: str = "byclass") -> ImageDataset:
     """Load EMNIST from ``emnist-<variant>-{train,test}-{images,labels}-idx?-ubyte[.gz]``.
 
     Args:
@@ -252,11 +261,10 @@ def load_emnist(
     folder = require_root(root, "emnist")
     subdirs = ["", "gzip", "raw", "EMNIST/raw", "emnist", "emnist/gzip"]
     mapping_name = f"emnist-{variant}-mapping.txt"
-    try:
-        mapping = read_emnist_mapping(find_file(folder, [mapping_name], subdirs, "emnist", "class mapping"))
-    except DatasetError as exc:
-        if "not found" not in exc.message:
-            raise
+    mapping_path = find_optional_file(folder, [mapping_name], subdirs)
+    if mapping_path is not None:
+        mapping = read_emnist_mapping(mapping_path)
+    else:
         first = _EMNIST_FIRST_LABEL.get(variant, 0)
         mapping = {first + i: c for i, c in enumerate(EMNIST_CLASSES[variant])}
         logger.info("emnist: %s not found, using the standard %s mapping", mapping_name, variant)
@@ -264,10 +272,15 @@ def load_emnist(
     classes = [mapping[k] for k in disk_labels]
 
     images, labels = _load_idx_pair(
-        "emnist", folder,
-        f"emnist-{variant}-{split}-images-idx3-ubyte", f"emnist-{variant}-{split}-labels-idx1-ubyte",
-        subdirs, max(disk_labels) + 1, n, seed,
-    )  # fmt: skip
+        "emnist",
+        folder,
+        f"emnist-{variant}-{split}-images-idx3-ubyte",
+        f"emnist-{variant}-{split}-labels-idx1-ubyte",
+        subdirs,
+        max(disk_labels) + 1,
+        n,
+        seed,
+    )
     # Renumber on-disk labels (possibly 1-based or sparse) to 0..K-1 in mapping order.
     lookup = np.full(max(disk_labels) + 1, -1, np.int64)
     lookup[disk_labels] = np.arange(len(disk_labels))

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ganport.errors import DatasetError
 
 from . import cifar, digits, folder, fractal, glyphs, idx, stl10
@@ -44,8 +46,7 @@ _SPECS = [
     DatasetSpec(
         "digits",
         digits.load_digits_dataset,
-        "scikit-learn's bundled 8x8 handwritten digits, 10 classes, upscaled to 28x28; "
-        "80/20 train/test (built-in)",
+        "scikit-learn's bundled 8x8 handwritten digits, 10 classes, upscaled to 28x28; 80/20 train/test (built-in)",
     ),
     DatasetSpec(
         "mnist",
@@ -138,16 +139,15 @@ def get_spec(name: str) -> DatasetSpec:
     """The registry row for ``name``; :class:`DatasetError` listing the names when unknown."""
     spec = REGISTRY.get(str(name).strip().lower())
     if spec is None:
-        raise DatasetError(
-            f"unknown data set {name!r}", hint=f"available: {', '.join(available_datasets())}"
-        )
+        raise DatasetError(f"unknown data set {name!r}", hint=f"available: {', '.join(available_datasets())}")
     return spec
 
 
 def _check_positive_int(label: str, value: Any, high: int | None = None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.isdigit()):
+    is_integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not (is_integer or (isinstance(value, str) and value.isdigit())):
         raise DatasetError(f"{label} must be a positive integer, got {value!r}")
     out = int(value)
     if out < 1 or (high is not None and out > high):
@@ -172,7 +172,8 @@ def load_dataset(
         name: one of :func:`available_datasets`.
         root: folder holding the files, for the sets read from disk (ignored by built-ins).
         image_size: resize to ``image_size x image_size``; default is the set's natural size.
-        n: cap on the number of samples (a deterministic subset given ``seed``).
+        n: cap on the number of samples (a deterministic subset given ``seed``); for the
+            generated sets (glyphs, fractal-dream) the number of samples to generate.
         seed: random seed for generated sets and for the ``n`` subset.
         split: ``"train"`` or ``"test"`` (``"unlabeled"`` too for stl10).
         **options: set-specific options, see :func:`describe_datasets`.
