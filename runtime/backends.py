@@ -16,6 +16,7 @@ in the torch-free edge install, and before onnxruntime is even installed.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -221,8 +222,26 @@ def _torch_device(torch: Any, device: str) -> str:
     return f"cuda:{index}"
 
 
-# Extra-file keys to ask a TorchScript/pt2 artifact for: one per ModelInfo field.
+# Extra-file keys to ask a TorchScript/pt2 artifact for: one per ModelInfo field (the contract in
+# docs/ARCHITECTURE.md), plus the single JSON file export also writes (the same dict, one object).
 _METADATA_KEYS = tuple(ModelInfo.__dataclass_fields__)
+_METADATA_FILE = "ganport.json"
+
+
+def _decode_extra_files(extra: Mapping[str, Any]) -> dict[str, str]:
+    """Metadata from TorchScript/pt2 extra files; absent files come back empty and are dropped."""
+    text = {key: value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            for key, value in extra.items() if value}
+    bundled = text.pop(_METADATA_FILE, "")
+    if bundled:
+        try:
+            decoded = json.loads(bundled)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            # Per-key files win; the bundle fills in what they lack.
+            text = {**{str(k): v if isinstance(v, str) else json.dumps(v) for k, v in decoded.items()}, **text}
+    return text
 
 
 class _TorchBackend(Backend):
@@ -237,7 +256,7 @@ class _TorchBackend(Backend):
         if threads:
             # Process-wide in torch: the last Generator loaded with ``threads`` wins.
             self.torch.set_num_threads(int(threads))
-        extra = {key: "" for key in _METADATA_KEYS}
+        extra = {key: "" for key in (*_METADATA_KEYS, _METADATA_FILE)}
         try:
             with warnings.catch_warnings():
                 # torch.jit.* warns that it is deprecated in favour of torch.export: not the user's concern.
@@ -248,8 +267,7 @@ class _TorchBackend(Backend):
             raise
         except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for bad files
             raise PackageError(f"cannot load {self.name} model {path}: {exc}") from None
-        self._metadata = {key: value.decode() if isinstance(value, bytes) else str(value)
-                          for key, value in extra.items() if value}
+        self._metadata = _decode_extra_files(extra)
         logger.info("loaded %s with torch %s on %s", path, self.torch.__version__, self.device)
 
     def _load(self, extra: dict[str, Any]) -> Any:

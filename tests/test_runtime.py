@@ -622,3 +622,64 @@ def test_torch_backends_load_without_warnings(packages):
         warnings.simplefilter("error")
         for backend in ("torchscript", "pt2"):
             Generator.load(packages["glyphs"], backend=backend).generate(2, seed=1)
+
+
+def test_bundled_metadata_file_is_read(packages, tmp_path):
+    # export also writes the whole metadata as one JSON extra file; a .ts holding only that loads too.
+    import json
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(packages["gan"] / "model.ts"))
+        info = Generator.load(packages["gan"]).info
+        torch.jit.save(module, str(tmp_path / "bundled.ts"),
+                       _extra_files={"ganport.json": json.dumps(info.to_metadata())})
+    gen = Generator.load(tmp_path / "bundled.ts")
+    assert gen.info.to_dict() == info.to_dict()
+
+
+# ----------------------------------------------------------------------------------- real export
+
+@pytest.fixture(scope="session")
+def exported(tiny_checkpoint, tmp_path_factory):
+    """``exported(kind)``: a package written by ganport.export from a real (3-step) checkpoint."""
+    from ganport.export import export_package
+
+    root = tmp_path_factory.mktemp("exported")
+    cache: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = export_package(tiny_checkpoint(kind), root / kind, formats=BACKENDS, verify=False)
+        return cache[kind]
+
+    return get
+
+
+def test_real_cgan_package_on_every_backend(exported):
+    package = exported("cgan")  # scikit-learn digits, 10 classes, 16x16
+    gens = {backend: Generator.load(package, backend=backend) for backend in BACKENDS}
+    onnx = gens["onnx"]
+    assert onnx.info.class_names == helpers.DIGIT_CLASSES and onnx.info.image_shape == [1, 16, 16]
+    for backend, gen in gens.items():
+        assert np.abs(gen.generate(12, labels="7", seed=3).astype(int)
+                      - onnx.generate(12, labels="7", seed=3).astype(int)).max() <= 1, backend
+        lone = Generator.load(package / gen.info.files[backend])
+        assert lone.info.to_dict() == onnx.info.to_dict()
+        assert gen.render_word("2026", seed=1).shape == onnx.render_word("2026", seed=1).shape
+    with pytest.raises(InvalidInputError, match="cannot render 'x'"):
+        onnx.render_word("x1")
+
+
+def test_real_aae_package_encodes_on_every_backend(exported):
+    package = exported("aae")
+    gens = {backend: Generator.load(package, backend=backend) for backend in BACKENDS}
+    images = gens["onnx"].generate(5, seed=2)
+    latents = {backend: gen.encode(images) for backend, gen in gens.items()}
+    assert latents["onnx"].shape == (5, gens["onnx"].info.latent_dim)
+    for backend in BACKENDS[1:]:
+        np.testing.assert_allclose(latents[backend], latents["onnx"], atol=1e-4)
+    assert gens["pt2"].decode(latents["pt2"]).shape == images.shape
