@@ -52,9 +52,10 @@ _RAMP_RGB = np.array([[0.0, 0.0, 0.0], [0.25, 0.05, 0.45], [0.8, 0.2, 0.3], [1.0
 
 
 def _points_per_image(image_size: int) -> int:
-    # ~1 starting point per 4 pixels; a multiple of 64 so every image's block of points has the
-    # same SIMD layout whatever the batch (results then do not depend on batch composition).
-    return max(64, (image_size * image_size // 4 + 63) // 64 * 64)
+    # ~1 starting point per 8 pixels (x 200 iterations: ~25 samples per pixel). A multiple of 64,
+    # so every image's block of points has the same SIMD layout whatever the batch (results then
+    # do not depend on batch composition).
+    return max(64, (image_size * image_size // 8 + 63) // 64 * 64)
 
 
 @lru_cache(maxsize=8)
