@@ -10,6 +10,7 @@ regression these tests exist to catch.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,14 @@ def gen(package):
     from ganport.runtime import Generator
 
     return Generator.load(package)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything in it (runtime or server tests, in any order) imported torch."""
+    loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
+    if loaded:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"FAILED: the edge run imported torch ({', '.join(loaded[:5])})", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
