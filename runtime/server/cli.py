@@ -55,7 +55,8 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU inference threads per model")
     p.add_argument("--max-batch", type=int, default=64, help="most images per model call (default 64)")
     p.add_argument("--max-delay-ms", type=float, default=2.0,
-                   help="longest a request waits for others to join its batch (default 2)")
+                   help="longest a request waits for others to join its batch (default 2; 0 runs "
+                        "whatever is queued as soon as the model is free)")
     p.add_argument("--max-queue", type=int, default=1024,
                    help="most waiting requests per model before RESOURCE_EXHAUSTED (default 1024)")
     p.add_argument("--max-message-mb", type=float, default=64, help="gRPC message size limit in MiB (default 64)")
@@ -107,8 +108,10 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     server.start()
-    extra = f" (metrics on port {server.metrics_port})" if server.metrics_port is not None else ""
-    print(f"serving {len(server.models)} model(s) on {_format_address(args.host, port)}{extra}", flush=True)
+    if server.metrics_port is not None:
+        print(f"metrics on http://{_format_address(args.metrics_host, server.metrics_port)}/metrics", flush=True)
+    # The readiness line scripts wait for (keep its format).
+    print(f"serving {len(server.models)} model(s) on {_format_address(args.host, port)}", flush=True)
     # Wait in short slices so the signal handler runs promptly in the main thread.
     while not stop.wait(0.5):
         pass
