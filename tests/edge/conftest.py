@@ -45,6 +45,6 @@ def pytest_sessionfinish(session, exitstatus):
     if loaded:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.ensure_newline()
+            reporter.write("\n")
             reporter.write_line(f"FAILED: the edge run imported torch ({', '.join(loaded[:5])})", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
