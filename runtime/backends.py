@@ -126,6 +126,15 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
+def _loads_on_cpu(ort: Any, path: Path) -> bool:
+    """Whether ``path`` opens on the CPU provider: tells a CUDA failure from a bad file."""
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
+
+
 # onnxruntime type strings -> numpy dtypes, for the inputs we feed (fp16 graphs take fp16 z).
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                "tensor(int32)": np.int32, "tensor(double)": np.float64}
@@ -158,6 +167,11 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            if kind == "cuda" and _loads_on_cpu(ort, path):
+                raise BackendUnavailableError(f"device {device!r} requested but onnxruntime could not start "
+                                              f"CUDA for {path.name}: {exc}",
+                                              hint="check the GPU driver and CUDA/cuDNN libraries, or use "
+                                                   "device='cpu'") from None
             raise PackageError(f"cannot load ONNX model {path}: {exc}") from None
         self.providers = list(self.session.get_providers())
         if kind == "cuda" and (not self.providers or self.providers[0] != "CUDAExecutionProvider"):

@@ -287,8 +287,23 @@ class Generator:
         raise InvalidInputError(f"unknown label {value!r}: valid labels are 0..{info.n_classes - 1} "
                                 f"or class names {words.summarize_names(info.class_names)}")
 
-    def _check_latents(self, z: Any, name: str = "z") -> np.ndarray:
-        """Validate latents: float32 ``[N, latent_dim]``, all finite."""
+    def check_latents(self, z: Any, name: str = "z") -> np.ndarray:
+        """Validate caller latents (what :meth:`run` and :meth:`decode` do first).
+
+        Args:
+            z: array-like ``[N, latent_dim]`` of real numbers.
+            name: how error messages call it.
+
+        Returns:
+            float32 contiguous ``[N, latent_dim]``.
+
+        Raises:
+            InvalidInputError: wrong shape or dtype, NaN or infinite values (rows named).
+
+        Example:
+            >>> gen.check_latents([[0.0] * gen.info.latent_dim]).dtype   # doctest: +SKIP
+            dtype('float32')
+        """
         latent_dim = self.info.latent_dim
         try:
             array = np.asarray(z)
@@ -369,7 +384,7 @@ class Generator:
             >>> gen.run(gen.sample_latents(4, seed=0), labels="A").shape   # doctest: +SKIP
             (4, 1, 28, 28)
         """
-        z = self._check_latents(z)
+        z = self.check_latents(z)
         feeds = {"z": z}
         resolved = self.resolve_labels(labels, len(z))
         if resolved is not None:
@@ -458,7 +473,7 @@ class Generator:
             >>> strip = gen.interpolate(z[0], z[1], steps=10, labels="A")      # doctest: +SKIP
         """
         steps = _check_count(steps, "steps", 1)
-        ends = [self._check_latents(np.asarray(v).reshape(1, -1) if np.ndim(v) == 1 else v, name)
+        ends = [self.check_latents(np.asarray(v).reshape(1, -1) if np.ndim(v) == 1 else v, name)
                 for v, name in ((z0, "z0"), (z1, "z1"))]
         for end, name in zip(ends, ("z0", "z1")):
             if len(end) != 1:
