@@ -172,8 +172,8 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
         The path written.
 
     Example:
-        >>> save_png("/tmp/ganport-doctest.png", np.zeros((4, 4, 1), np.uint8)).name
-        'ganport-doctest.png'
+        >>> save_png("out/grid.png", make_grid(images, nrow=4))   # doctest: +SKIP
+        PosixPath('out/grid.png')
     """
     path = Path(path)
     data = encode_png(image)

@@ -7,6 +7,7 @@ each), exported with the package contract: onnx, torchscript and pt2 artifacts p
 
 from __future__ import annotations
 
+import doctest
 import io
 import subprocess
 import sys
@@ -683,3 +684,12 @@ def test_real_aae_package_encodes_on_every_backend(exported):
     for backend in BACKENDS[1:]:
         np.testing.assert_allclose(latents[backend], latents["onnx"], atol=1e-4)
     assert gens["pt2"].decode(latents["pt2"]).shape == images.shape
+
+
+@pytest.mark.parametrize("module_name", ["images", "words", "generator", "backends"])
+def test_docstring_examples_run(module_name):
+    import importlib
+
+    module = importlib.import_module(f"ganport.runtime.{module_name}")
+    result = doctest.testmod(module, extraglobs={"np": np})
+    assert result.attempted > 0 and result.failed == 0
