@@ -1,0 +1,14 @@
+"""ganport benchmarks: speed measured side by side in one run, written as JSON and tables.
+
+Run ``python -m benchmarks.run`` (``make bench``); ``--quick`` for a smoke run with tiny
+settings, ``--only NAME ...`` for a subset. Each benchmark is one module with one function
+``run(ctx) -> dict`` (see :mod:`benchmarks.common`); :mod:`benchmarks.run` writes each result to
+``benchmarks/results/<name>.json`` and prints the tables and the headline ratios.
+
+Modules: :mod:`.backends`, :mod:`.serving`, :mod:`.batching`, :mod:`.word`, :mod:`.training`,
+:mod:`.footprint`; shared pieces in :mod:`.common` (timing, percentiles, tables, machine info),
+:mod:`.models` (untrained model packages) and :mod:`.servers` (in-process and subprocess servers).
+"""
+
+#: The benchmarks in the order the runner executes them.
+BENCHMARK_NAMES = ("backends", "serving", "batching", "word", "training", "footprint")
