@@ -165,10 +165,12 @@ def _model_info(ckpt: dict[str, Any], name: str, sha256: str) -> ModelInfo:
 def _complete_info(job: ExportJob, artifacts: list[Artifact], selected: tuple[ExportFormat, ...]) -> None:
     """Fill in the fields known only after building: files, ONNX exporter and opset."""
     info = job.info
-    info.files = {a.key: a.relpath for a in artifacts if a.listed}
+    files = {a.key: a.relpath for a in artifacts if a.listed}
     if any(f.name == "triton" for f in selected):
         from ganport.export.triton import REPOSITORY_DIR
-        info.files["triton"] = REPOSITORY_DIR
+        files["triton"] = REPOSITORY_DIR
+    # Sorted, as manifest.json stores it, so the JSON-encoded metadata is byte-identical everywhere.
+    info.files = dict(sorted(files.items()))
     exporters = sorted({a.exporter for a in artifacts if a.exporter})
     info.exporter = "+".join(exporters) or None
     info.opset = job.opset
