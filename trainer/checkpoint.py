@@ -141,6 +141,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.split(". ")[0]  # torch appends paragraphs of advice
         raise CheckpointError(f"{path} is not a readable ganport checkpoint ({reason[:160]})",
                               hint="the file may be truncated or not written by ganport") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:

@@ -47,6 +47,7 @@ written before the first step.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -262,10 +263,13 @@ class _Trainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # broadcast_buffers=False: each rank keeps its own BatchNorm statistics (rank 0's are
-        # saved); broadcasting them on every forward breaks the reused-graph GAN step.
-        self.models = {role: DDP(net, device_ids=ids, broadcast_buffers=False)
-                       for role, net in self.nets.items()}
+        # No buffer sync on forward: each rank keeps its own BatchNorm statistics (rank 0's are
+        # saved); an in-place broadcast on every forward can break the reused-graph GAN step.
+        # torch >= 2.13 renamed the switch (the old name warns).
+        params = inspect.signature(DDP.__init__).parameters
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                   else {"broadcast_buffers": False})
+        self.models = {role: DDP(net, device_ids=ids, **no_sync) for role, net in self.nets.items()}
 
     def _make_run_dir(self) -> Path:
         cfg = self.config

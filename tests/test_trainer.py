@@ -1,0 +1,354 @@
+"""Training end to end through the CLI: every kind, run-directory files, checkpoints, resume,
+signals, torchrun, and the errors users can cause.
+
+Runs are tiny (16x16 images, 64 of them, latent 8, batch 8, a few steps) so the whole module
+takes well under a minute on 2 CPU cores; what is checked is behaviour, not image quality.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ganport.cli import main
+from ganport.errors import InvalidInputError
+from ganport.trainer import TrainConfig, train
+from ganport.trainer.checkpoint import build_from_checkpoint, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
+TINY = ["--image-size", "16", "--n-samples", "64", "--batch-size", "8", "--latent-dim", "8",
+        "--device", "cpu"]
+METRIC_KEYS = {"step", "epoch", "d_loss", "g_loss", "d_real_loss", "d_fake_loss", "d_x", "d_g_z", "time"}
+AAE_KEYS = {"recon_loss", "z_mean", "z_std"}
+CHECKPOINT_KEYS = {"format", "format_version", "ganport_version", "kind", "networks", "ema_generator",
+                   "optimizers", "config", "step", "epoch", "rng", "data"}
+
+
+def _train_cli(out: Path, kind: str, *extra: str, dataset: str = "digits", run: str = "run") -> int:
+    return main(["train", kind, "--dataset", dataset, *TINY, "--out-dir", str(out), "--run-name", run,
+                 *extra])
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _max_weight_diff(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+# ------------------------------------------------------------------------------ every kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_trains_through_the_cli(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    dataset = "fractal-dream" if kind == "aae" else "digits"  # the AAE on an unlabelled set
+    rc = _train_cli(tmp_path, kind, "--steps", "4", "--sample-interval", "2", "--checkpoint-interval", "2",
+                    "--log-every", "2", dataset=dataset)
+    out = capsys.readouterr().out
+    assert rc == 0
+    run_dir = tmp_path / "run"
+    assert f"run directory: {run_dir}" in out
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'latest.pt'}" in out
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["kind"] == kind and config["dataset"] == dataset and config["steps"] == 4
+    assert TrainConfig.from_dict(config).run_name == "run"
+
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == [2, 4]
+    expected = METRIC_KEYS | (AAE_KEYS if kind == "aae" else set())
+    for row in rows:
+        assert expected <= set(row)
+        assert all(math.isfinite(row[k]) for k in expected)
+
+    conditional = kind in ("cgan", "cdcgan")
+    for step in (2, 4):
+        grid = Image.open(run_dir / "samples" / f"step_{step:06d}.png")
+        # 8 columns of 16 px + 2 px padding; conditional grids have one row per class (10 digits).
+        rows_expected = 10 if conditional else 8
+        assert grid.size == (8 * 18 + 2, rows_expected * 18 + 2)
+    if kind == "aae":
+        assert (run_dir / "samples" / "recon_step_000004.png").is_file()
+    assert Image.open(run_dir / "loss_curve.png").size[0] > 100
+
+    ckpt_dir = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["latest.pt", "step_000002.pt", "step_000004.pt"]
+    raw = torch.load(ckpt_dir / "latest.pt", weights_only=True)
+    assert CHECKPOINT_KEYS <= set(raw)
+    assert raw["kind"] == kind and raw["step"] == 4
+    roles = {"generator", "discriminator"} | ({"encoder"} if kind == "aae" else set())
+    assert set(raw["networks"]) == roles and set(raw["optimizers"]) == roles
+    for entry in raw["networks"].values():
+        assert {"class", "init_args", "state_dict"} <= set(entry)
+    assert raw["data"]["dataset"] == dataset
+    assert raw["data"]["image_shape"] == [1, 16, 16]
+    assert raw["data"]["class_names"] == ([str(d) for d in range(10)] if dataset == "digits" else [])
+    assert raw["config"] == config
+    generator = build_from_checkpoint(load_checkpoint(ckpt_dir / "latest.pt"))
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        image = generator(z, torch.tensor([0, 1])) if conditional else generator(z)
+    assert image.shape == (2, 1, 16, 16)
+
+
+@pytest.mark.parametrize("loss", ["minimax", "lsgan"])
+def test_other_losses_train(loss: str, tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "gan", "--steps", "3", "--log-every", "1", "--loss", loss) == 0
+    rows = _metrics(tmp_path / "run")
+    assert len(rows) == 3
+    assert all(math.isfinite(r[k]) for r in rows for k in ("d_loss", "g_loss", "d_x", "d_g_z"))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == loss
+    if loss == "minimax":
+        assert all(r["g_loss"] < 0 for r in rows)  # -BCE(D(G(z)), 0) is negative
+
+
+def test_amp_on_cpu_uses_bfloat16_and_trains(tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "cgan", "--steps", "3", "--log-every", "1", "--amp") == 0
+    rows = _metrics(tmp_path / "run")
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in rows)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["amp"] is True
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_keep_last_keeps_k_numbered_checkpoints_and_latest(tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "gan", "--steps", "8", "--checkpoint-interval", "2", "--keep-last", "2") == 0
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == ["latest.pt", "step_000006.pt", "step_000008.pt"]
+    assert load_checkpoint(ckpt_dir / "latest.pt")["step"] == 8
+    assert load_checkpoint(ckpt_dir / "step_000006.pt")["step"] == 6
+
+
+def test_resume_is_identical_to_an_uninterrupted_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 40 images / batch 8 = 5 steps per epoch: stopping at 3 resumes in the middle of epoch 0.
+    # cgan: the discriminator has dropout, so RNG state matters; EMA is on to cover it too.
+    common = ["--n-samples", "40", "--ema", "0.9", "--log-every", "1", "--checkpoint-interval", "100"]
+    assert _train_cli(tmp_path, "cgan", *common, "--steps", "8", run="straight") == 0
+    assert _train_cli(tmp_path, "cgan", *common, "--steps", "3", run="part") == 0
+    part_latest = tmp_path / "part" / "checkpoints" / "latest.pt"
+    assert load_checkpoint(part_latest)["step"] == 3
+    capsys.readouterr()
+    assert main(["train", "--resume", str(part_latest), "--steps", "8"]) == 0
+    assert f"run directory: {(tmp_path / 'part').resolve()}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part", "straight"]  # no new run dir
+
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    resumed = load_checkpoint(part_latest)
+    assert resumed["step"] == straight["step"] == 8
+    assert resumed["epoch"] == 1
+    for role in ("generator", "discriminator"):
+        assert _max_weight_diff(straight["networks"][role]["state_dict"],
+                                resumed["networks"][role]["state_dict"]) <= 1e-6
+    assert _max_weight_diff(straight["ema_generator"], resumed["ema_generator"]) <= 1e-6
+    # The metrics log continues from the saved step, without duplicates.
+    assert [r["step"] for r in _metrics(tmp_path / "part")] == list(range(1, 9))
+    assert [r["d_loss"] for r in _metrics(tmp_path / "part")] == pytest.approx(
+        [r["d_loss"] for r in _metrics(tmp_path / "straight")], abs=1e-6)
+
+
+def test_resume_refuses_changed_model_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _train_cli(tmp_path, "gan", "--steps", "2") == 0
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(latest), "--latent-dim", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot change latent_dim" in err[0]
+    # The Python API: a config whose defaults differ from the checkpoint's is refused, not rewritten.
+    with pytest.raises(InvalidInputError, match="latent_dim=100"):
+        train(TrainConfig(kind="gan", dataset="digits", resume=str(latest), image_size=16, n_samples=64,
+                          batch_size=8, device="cpu"))
+
+
+@pytest.mark.parametrize("content", ["truncated", "foreign", "text"])
+def test_corrupt_resume_file_exits_2_with_one_error_line(content: str, tmp_path: Path,
+                                                         tiny_checkpoint, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.pt"
+    if content == "truncated":
+        data = tiny_checkpoint("gan").read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+    elif content == "foreign":
+        torch.save({"state_dict": {"w": torch.zeros(3)}}, bad)
+    else:
+        bad.write_text("not a checkpoint\n")
+    capsys.readouterr()  # drop the fixture's progress output
+    assert main(["train", "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: ") and str(bad) in err[0]
+
+
+def test_ema_weights_are_saved_and_preferred(tiny_checkpoint) -> None:
+    ckpt = load_checkpoint(tiny_checkpoint("gan", ema=0.5))
+    ema, raw = ckpt["ema_generator"], ckpt["networks"]["generator"]["state_dict"]
+    assert ema is not None and set(ema) == set(raw)
+    assert _max_weight_diff(ema, raw) > 0  # 3 steps at decay 0.5 lag behind the raw weights
+    exported = build_from_checkpoint(ckpt).state_dict()
+    assert _max_weight_diff(exported, ema) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_checkpoint_fixture(kind: str, tiny_checkpoint) -> None:
+    path = tiny_checkpoint(kind)
+    assert path == tiny_checkpoint(kind)  # cached for the session
+    ckpt = load_checkpoint(path)
+    assert ckpt["kind"] == kind and ckpt["step"] == 3
+    assert ckpt["data"]["dataset"] == "digits" and ckpt["data"]["image_shape"] == [1, 16, 16]
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def _start_training(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ganport", "train", "gan", "--dataset", "digits", *TINY,
+           "--steps", "1000000", "--log-every", "1", "--sample-interval", "1000000",
+           "--out-dir", str(tmp_path), "--run-name", "run", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=_subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_steps(proc: subprocess.Popen, run_dir: Path, steps: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    metrics = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"training did not reach {steps} steps in {timeout} s")
+
+
+def test_sigkill_mid_run_leaves_a_loadable_latest_checkpoint(tmp_path: Path) -> None:
+    # A checkpoint every step: the kill lands while checkpoints are being written.
+    proc = _start_training(tmp_path, "--checkpoint-interval", "1", "--keep-last", "2")
+    try:
+        _wait_for_steps(proc, tmp_path / "run", 5)
+        time.sleep(0.3)
+        assert proc.poll() is None  # still training when killed
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    ckpt = load_checkpoint(latest)
+    assert ckpt["step"] >= 5
+    build_from_checkpoint(ckpt)
+    # ... and training continues from it.
+    assert main(["train", "--resume", str(latest), "--steps", str(ckpt["step"] + 2)]) == 0
+    assert load_checkpoint(latest)["step"] == ckpt["step"] + 2
+
+
+def test_sigint_saves_latest_and_exits_130(tmp_path: Path) -> None:
+    proc = _start_training(tmp_path, "--checkpoint-interval", "1000000")
+    try:
+        _wait_for_steps(proc, tmp_path / "run", 3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted by SIGINT" in out
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert ckpt["step"] >= 3
+    assert ckpt["step"] == _metrics(tmp_path / "run")[-1]["step"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_ddp_with_gloo(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "ganport", "train", "cgan", "--dataset", "digits", *TINY,
+           "--steps", "6", "--checkpoint-interval", "3", "--log-every", "3",
+           "--out-dir", str(tmp_path), "--run-name", "ddp"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run directory:") == 1  # rank 0 reports, rank 1 stays quiet
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "latest.pt")
+    # 64 images / (batch 8 x 2 processes) = 4 steps per epoch (8 single-process).
+    assert ckpt["batches_per_epoch"] == 4
+    assert ckpt["step"] == 6 and ckpt["epoch"] == 1
+    rows = _metrics(tmp_path / "ddp")
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(math.isfinite(r["d_loss"]) for r in rows)
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").glob("*.pt")) == [
+        "latest.pt", "step_000003.pt", "step_000006.pt"]
+
+
+# ------------------------------------------------------------------------------ user errors
+
+
+def test_unknown_kind_and_dataset_list_the_choices(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _train_cli(tmp_path, "vae") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown kind 'vae'" in err[0] and "gan, dcgan, cgan, cdcgan, aae" in err[0]
+    assert _train_cli(tmp_path, "gan", dataset="imagenet") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "imagenet" in err[0] and "glyphs" in err[0] and "digits" in err[0]
+    assert main(["train", "gan"]) == 2
+    assert "missing --dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gan", "--arch", "simpsons"], "convolutional kinds only"),
+    (["cgan", "--ema", "1.5"], "ema=1.5"),
+    (["gan", "--loss", "hinge"], "bce, minimax, lsgan"),
+    (["gan", "--batch-size", "0"], "batch_size=0"),
+    (["gan", "--dataset-option", "oops"], "KEY=VALUE"),
+])
+def test_bad_options_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", *args, "--dataset", "digits", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not any(tmp_path.iterdir())  # nothing written for a refused run
+
+
+def test_conditional_kind_needs_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _train_cli(tmp_path, "cgan", "--steps", "1", dataset="fractal-dream") == 2
+    assert "labelled" in capsys.readouterr().err
+
+
+def test_existing_run_name_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _train_cli(tmp_path, "gan", "--steps", "1") == 0
+    assert _train_cli(tmp_path, "gan", "--steps", "1") == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_datasets_command_lists_built_in_sets(capsys: pytest.CaptureFixture) -> None:
+    assert main(["datasets"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"glyphs", "digits", "fractal-dream"} <= set(names)
+
+
+def test_help_works_without_torch() -> None:
+    code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+            "from ganport.cli import main\n"
+            "try:\n    main(['train', '--help'])\nexcept SystemExit as e:\n    sys.exit(e.code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--resume" in proc.stdout and "--dataset-option" in proc.stdout
