@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ganport.export.formats import DEFAULT_FORMATS, FORMATS
+from ganport.export.formats import DEFAULT_FORMATS, FORMATS, OPTION_FLAGS
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command."""
     formats_help = "; ".join(
-        f"{f.name}: {f.description}" + (f" [options: {', '.join(sorted(f.options))}]" if f.options else "")
+        f"{f.name}: {f.description}" + (f" [options: {', '.join(sorted(OPTION_FLAGS[o] for o in f.options))}]" if f.options else "")
         for f in FORMATS)
     parser = subparsers.add_parser(
         "export", help="export a checkpoint's generator to ONNX/TorchScript/pt2/Triton",
@@ -29,12 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", nargs="+", dest="formats", metavar="FORMAT", default=None,
                         help=f"formats to write (default: {' '.join(DEFAULT_FORMATS)}). {formats_help}")
     parser.add_argument("--name", help="model name in the metadata and Triton repository (default: DIR's name)")
-    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
     parser.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (half precision inside)")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="load each artifact back and compare with eager at batch 1, 7, 64 (default: on)")
-    parser.add_argument("--triton-device", choices=("cpu", "gpu"), help="Triton instance_group kind (default cpu)")
-    parser.add_argument("--max-batch", type=int, help="Triton max_batch_size (default 64)")
+    parser.add_argument("--triton-device", metavar="{cpu,gpu}", help="Triton instance_group kind (default cpu)")
+    parser.add_argument("--max-batch", type=int, metavar="N", help="Triton max_batch_size (default 64)")
     parser.add_argument("--force", action="store_true", help="replace DIR if it exists")
     parser.set_defaults(handler=handle_export)
 

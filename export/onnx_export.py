@@ -105,6 +105,9 @@ def _build(job: ExportJob, role: str, fp16: bool) -> tuple[onnx.ModelProto, str]
                 model = _EXPORTERS[exporter](graph, job.example(role), inputs, outputs,
                                              job.dynamic_shapes(role), opset)
             _check_interface(model, inputs, outputs)
+            if opset is not None and model_opset(model) != opset:
+                # The dynamo exporter writes opset >= 18 and may not convert down: not what was asked.
+                raise ExportError(f"wrote opset {model_opset(model)} instead of the requested {opset}")
         except Exception as exc:  # exporters raise anything from ImportError to internal errors
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             failures.append(f"{exporter}: {reason}")

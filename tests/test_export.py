@@ -390,3 +390,13 @@ def test_legacy_exporter_also_matches_eager(tiny_checkpoint, tmp_path):
     artifact.save(tmp_path / "model.onnx", metadata)
     diffs = verify_artifact(job, artifact, tmp_path / "model.onnx", metadata)
     assert set(diffs) == set(BATCHES) and max(diffs.values()) <= TOL
+
+
+def test_requested_opset_is_honoured_by_falling_back(tiny_checkpoint, tmp_path, caplog):
+    """The dynamo exporter writes opset >= 18; asking for 13 must not silently give 18."""
+    out = export_package(tiny_checkpoint("cgan"), tmp_path / "pkg", ["onnx"], opset=13)
+    info = read_manifest(out)
+    assert info.opset == 13
+    assert onnx.load(str(out / "model.onnx")).opset_import[0].version == 13
+    if info.exporter == "legacy":  # the fallback was taken, and said so
+        assert any("legacy ONNX exporter instead" in r.getMessage() for r in caplog.records)
