@@ -125,7 +125,8 @@ class ModelZoo:
         started = time.perf_counter()
         # verify=False: the export tests cover correctness; the backends benchmark records each
         # backend's max abs difference from eager instead.
-        export_package(self.checkpoint(name), directory, formats=tuple(sorted(wanted)), fp16=fp16, verify=False)
+        export_package(self.checkpoint(name), directory, formats=tuple(sorted(wanted)), fp16=fp16, verify=False,
+                       overwrite=True)
         self.export_seconds[f"{name}-{len(built)}"] = round(time.perf_counter() - started, 2)
         logger.info("exported %s (%s%s) in %.1f s", name, ", ".join(sorted(wanted)), ", fp16" if fp16 else "",
                     time.perf_counter() - started)

@@ -28,7 +28,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
-_SERVING_LINE = re.compile(r"serving (\d+) model\(s\) on (\S+):(\d+)(?: \(metrics on port (\d+)\))?")
+_SERVING_LINE = re.compile(r"serving (\d+) model\(s\) on (\S+):(\d+)")
+#: ``ganport serve --metrics-port`` prints this before the serving line.
+_METRICS_LINE = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 
 
 def wait_serving(client: Any, timeout: float = 120.0, poll: float = 0.02) -> float:
@@ -119,11 +121,13 @@ class ServeProcess:
             if line is None:
                 code = self.proc.wait()
                 raise RuntimeError(f"ganport serve exited with {code} before serving; see {self.log_path}")
+            metrics = _METRICS_LINE.search(line)
+            if metrics:
+                self.metrics_port = int(metrics.group(1))
             match = _SERVING_LINE.search(line)
             if match:
                 line_at = time.perf_counter()
                 self.target = f"127.0.0.1:{match.group(3)}"
-                self.metrics_port = int(match.group(4)) if match.group(4) else None
                 break
         with GanportClient(self.target, timeout=10.0) as client:
             serving_at = wait_serving(client, timeout=max(1.0, deadline - time.monotonic()))
@@ -132,8 +136,9 @@ class ServeProcess:
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self._lines.put(line)
         self._lines.put(None)
 
     @property

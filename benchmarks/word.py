@@ -1,0 +1,57 @@
+"""Word rendering latency: ``RenderWord`` over gRPC for a 10-character text, p50/p95/p99.
+
+The MLP glyph cGAN (62 classes) is served in-process by the real server, and one client renders
+the same 10-character text (``Hello 2026``: 9 glyphs and a space) with a new seed per call. For
+reference the same Generator's ``render_word`` is timed in-process, and the server is measured
+twice: with its default max delay (2 ms: a lone request waits that long for others to join its
+batch) and with max delay 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import itertools
+from typing import Any
+
+from benchmarks.common import BenchContext, headline, make_table, new_result, time_calls
+from benchmarks.models import MODELS
+from benchmarks.servers import inprocess_server
+
+logger = logging.getLogger(__name__)
+
+MODEL = "mlp28"
+TEXT = "Hello 2026"
+#: Server configurations measured: label -> create_server options.
+SERVER_CONFIGS = {"gRPC, max delay 2 ms (default)": {"max_batch": 64, "max_delay_ms": 2.0},
+                  "gRPC, max delay 0 ms": {"max_batch": 64, "max_delay_ms": 0.0}}
+
+
+def run(ctx: BenchContext) -> dict[str, Any]:
+    """Latency percentiles of rendering :data:`TEXT` in-process and over gRPC."""
+    settings = {"model": MODELS[MODEL].description, "text": TEXT, "characters": len(TEXT), "threads": ctx.threads,
+                "seconds": ctx.pick(0.5, 5.0), "max_calls": ctx.pick(30, 1000), "servers": SERVER_CONFIGS,
+                "client": "one sequential GanportClient.render_word (raw uint8 answer), new seed per call"}
+    result = new_result("word", ctx, settings)
+    gen = ctx.zoo.generator(MODEL, "onnx", threads=ctx.threads, max_batch=64)
+    bounds = {"seconds": settings["seconds"], "max_calls": settings["max_calls"], "min_calls": ctx.pick(5, 50),
+              "warmup": 3}
+    seeds = itertools.count()
+    glyphs = len(gen.plan_word(TEXT, seed=0).labels)
+
+    def add(label: str, fn) -> None:
+        timing = time_calls(fn, **bounds)
+        result["rows"].append({"path": label, "glyphs": glyphs, **timing.summary(1, unit="words_per_s")})
+
+    add("in-process Generator.render_word", lambda: gen.render_word(TEXT, seed=next(seeds)))
+    for label, options in SERVER_CONFIGS.items():
+        logger.info("RenderWord via %s", label)
+        with inprocess_server({MODEL: gen}, **options) as (_server, client):
+            add(label, lambda: client.render_word(MODEL, TEXT, seed=next(seeds)))
+    result["tables"].append(make_table(
+        f"word: RenderWord {TEXT!r} ({len(TEXT)} characters, {glyphs} glyphs), latency ms",
+        ["path", "p50", "p95", "p99", "words/s", "calls"],
+        [[r["path"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["words_per_s"], r["calls"]] for r in result["rows"]]))
+    default = result["rows"][1]
+    result["headline"].append(headline(f"RenderWord {len(TEXT)} characters over gRPC, p50", default["p50_ms"], "ms",
+                                       detail=f"p99 {default['p99_ms']:.2f} ms; default server settings"))
+    return result
