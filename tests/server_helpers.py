@@ -1,16 +1,9 @@
-"""Helpers for the gRPC server tests: certificates, a model that fails at run time, `ganport serve`
-subprocesses, and a tritonclient probe that runs in its own process.
-
-Why a separate process for tritonclient: it registers the KServe ``inference.*`` protobuf
-messages in the default descriptor pool, and so does ``ganport.v1.kserve_pb2`` (loaded by every
-in-process server). One process cannot hold both, so the probe runs as
-``python tests/server_helpers.py triton ...`` and exchanges arrays through ``.npy`` files.
+"""Helpers for the gRPC server tests: certificates, a model that fails at run time, and
+``ganport serve`` subprocesses.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import queue
 import re
@@ -20,8 +13,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING_LINE = re.compile(r"serving (\d+) model\(s\) on (\S+):(\d+)")
@@ -146,72 +137,3 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-def run_triton_probe(target: str, model: str, z: np.ndarray, labels: np.ndarray | None, workdir: Path) -> dict:
-    """Run :func:`triton_probe` in a fresh interpreter; returns its report with ``image`` loaded."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    np.save(workdir / "z.npy", z)
-    command = [sys.executable, str(Path(__file__).resolve()), "triton", target, model, str(workdir / "z.npy"),
-               str(workdir / "image.npy")]
-    if labels is not None:
-        np.save(workdir / "labels.npy", labels)
-        command += ["--labels", str(workdir / "labels.npy")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise AssertionError(f"triton probe failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    report["image"] = np.load(workdir / "image.npy", allow_pickle=False)
-    return report
-
-
-def triton_probe(target: str, model: str, z_path: str, out_path: str, labels_path: str | None) -> dict:
-    """Call a KServe v2 server with an unmodified ``tritonclient.grpc`` client, as a user would."""
-    import tritonclient.grpc as triton
-
-    client = triton.InferenceServerClient(url=target)
-    report = {"live": client.is_server_live(), "ready": client.is_server_ready(),
-              "model_ready": client.is_model_ready(model)}
-    server = client.get_server_metadata()
-    report["server"] = {"name": server.name, "version": server.version}
-    metadata = client.get_model_metadata(model)
-    report["inputs"] = [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs]
-    report["outputs"] = [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs]
-    report["platform"] = metadata.platform
-    z = np.load(z_path, allow_pickle=False)
-    inputs = [triton.InferInput("z", list(z.shape), "FP32")]
-    inputs[0].set_data_from_numpy(z)
-    if labels_path:
-        labels = np.load(labels_path, allow_pickle=False).astype(np.int64)
-        inputs.append(triton.InferInput("label", list(labels.shape), "INT64"))
-        inputs[1].set_data_from_numpy(labels)
-    result = client.infer(model, inputs, outputs=[triton.InferRequestedOutput("image")], request_id="probe-1")
-    np.save(out_path, result.as_numpy("image"))
-    response = result.get_response()
-    report["id"] = response.id
-    report["model_version"] = response.model_version
-    try:
-        client.infer("no-such-model", inputs)
-        report["unknown_model"] = "no error"
-    except triton.InferenceServerException as exc:
-        report["unknown_model"] = exc.status()
-    return report
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="server test helpers run as a separate process")
-    commands = parser.add_subparsers(dest="command", required=True)
-    probe = commands.add_parser("triton")
-    probe.add_argument("target")
-    probe.add_argument("model")
-    probe.add_argument("z")
-    probe.add_argument("out")
-    probe.add_argument("--labels")
-    args = parser.parse_args(argv)
-    report = triton_probe(args.target, args.model, args.z, args.out, args.labels)
-    print(json.dumps(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -4,12 +4,11 @@ Covers every RPC of ganport.v1.GeneratorService and of the KServe v2 subset; equ
 in-process runtime for the same seed; dynamic batching observed through the metrics; streaming
 of a request too big for one message; every kind of bad input; deadlines, cancellation and a full
 queue; token and TLS modes; health while draining; reflection; Prometheus metrics; tritonclient
-(in its own process, see server_helpers); and ``ganport serve`` / ``ganport client`` as commands.
+(in this same process); and ``ganport serve`` / ``ganport client`` as commands.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import signal
 import threading
@@ -28,10 +27,10 @@ from ganport.runtime import Generator
 from ganport.runtime.images import decode_png, make_grid
 from ganport.runtime.server import create_server
 from ganport.runtime.server.codec import array_to_tensor, batch_to_array
+from ganport.runtime.server.kserve import KServeStub
+from ganport.runtime.server.kserve import messages as kpb
 from ganport.v1 import generator_pb2 as pb
 from ganport.v1 import generator_pb2_grpc as pb_grpc
-from ganport.v1 import kserve_pb2 as kpb
-from ganport.v1 import kserve_pb2_grpc as kpb_grpc
 
 PNG, RAW_UINT8, RAW_FLOAT32 = pb.IMAGE_ENCODING_PNG, pb.IMAGE_ENCODING_RAW_UINT8, pb.IMAGE_ENCODING_RAW_FLOAT32
 MODEL_NAMES = ["aae", "broken", "glyphs", "rgb"]
@@ -84,7 +83,7 @@ def stub(channel):
 
 @pytest.fixture(scope="module")
 def kstub(channel):
-    return kpb_grpc.GRPCInferenceServiceStub(channel)
+    return KServeStub(channel)
 
 
 def _health(channel, service: str = "") -> str:
@@ -130,8 +129,12 @@ def test_list_and_get_model(stub, channel):
 def test_reflection_lists_services(channel):
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-    services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    database = ProtoReflectionDescriptorDatabase(channel)
+    services = set(database.get_services())
     assert {"ganport.v1.GeneratorService", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
+    # Reflection can describe every service, the KServe one included (a grpcurl user needs that).
+    assert database.FindFileContainingSymbol("inference.GRPCInferenceService").name == "ganport/v1/kserve.proto"
+    assert database.FindFileContainingSymbol("ganport.v1.GenerateRequest").name == "ganport/v1/generator.proto"
 
 
 # --------------------------------------------------------------------- images equal in-process
@@ -451,7 +454,7 @@ def test_drain_flips_health_and_finishes_in_flight(models_dir):
     server.start()
     with _channel(port) as ch:
         stub = pb_grpc.GeneratorServiceStub(ch)
-        kstub = kpb_grpc.GRPCInferenceServiceStub(ch)
+        kstub = KServeStub(ch)
         assert _health(ch) == "SERVING" and kstub.ServerReady(kpb.ServerReadyRequest(), timeout=5).ready
         in_flight = stub.Generate.future(pb.GenerateRequest(model="glyphs", count=2, seed=1), timeout=TIMEOUT)
         time.sleep(0.05)
@@ -537,20 +540,32 @@ def test_kserve_bad_requests(kstub, stub, spec, code):
     _glyphs_ok(stub)
 
 
-def test_tritonclient_gets_the_native_image(server, stub, gens, tmp_path):
-    # Only check that it is installed: importing it here would clash with kserve_pb2 (see server_helpers).
-    if importlib.util.find_spec("tritonclient") is None:
-        pytest.skip("tritonclient is not installed (pip install 'tritonclient[grpc]')")
+def test_tritonclient_gets_the_native_image(server, stub, gens):
+    # In this very process: the server's KServe messages live in a private descriptor pool, so
+    # tritonclient's registration of the same inference.* names does not clash with them.
+    triton = pytest.importorskip("tritonclient.grpc")
     gen = gens["glyphs"]
     native = stub.Generate(pb.GenerateRequest(model="glyphs", count=4, seed=8, labels=pb.Labels(names=["Q"]),
                                               encoding=RAW_FLOAT32), timeout=TIMEOUT)
-    report = server_helpers.run_triton_probe(f"127.0.0.1:{server.port}", "glyphs", gen.sample_latents(4, seed=8),
-                                             np.array(native.labels, np.int64), tmp_path)
-    assert report["live"] and report["ready"] and report["model_ready"]
-    assert report["server"]["name"] == "ganport" and report["platform"] == "onnxruntime_onnx"
-    assert report["inputs"] == [["z", "FP32", [-1, 8]], ["label", "INT64", [-1]]]
-    assert report["id"] == "probe-1" and report["unknown_model"] == "StatusCode.NOT_FOUND"
-    np.testing.assert_array_equal(report["image"], batch_to_array(native.images))
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("glyphs")
+        assert client.get_server_metadata().name == "ganport"
+        metadata = client.get_model_metadata("glyphs")
+        assert metadata.platform == "onnxruntime_onnx" and list(metadata.versions) == ["1"]
+        assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("z", "FP32", [-1, 8]),
+                                                                                  ("label", "INT64", [-1])]
+        inputs = [triton.InferInput("z", [4, 8], "FP32"), triton.InferInput("label", [4], "INT64")]
+        inputs[0].set_data_from_numpy(gen.sample_latents(4, seed=8))
+        inputs[1].set_data_from_numpy(np.array(native.labels, np.int64))
+        result = client.infer("glyphs", inputs, outputs=[triton.InferRequestedOutput("image")], request_id="t-1")
+        assert result.get_response().id == "t-1"
+        np.testing.assert_array_equal(result.as_numpy("image"), batch_to_array(native.images))
+        with pytest.raises(triton.InferenceServerException) as missing:
+            client.infer("no-such-model", inputs)
+        assert missing.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------------------------- metrics

@@ -289,7 +289,7 @@ class DynamicBatcher:
             out = np.asarray(self._run(z, labels))
             if out.shape[0] != z.shape[0]:
                 raise RuntimeError(f"model returned {out.shape[0]} rows for {z.shape[0]} inputs")
-        except BaseException as exc:  # noqa: BLE001 - any model failure goes to the callers
+        except Exception as exc:  # noqa: BLE001 - any model failure goes to the callers
             logger.error("batcher model=%s: model call on %d rows failed: %r", self.name, len(z), exc)
             with self._cond:
                 for request, _, _ in pieces:

@@ -6,27 +6,35 @@ ganport model as it would call Triton: inputs ``z`` (FP32 ``[N, latent_dim]``) a
 ``raw_output_contents``. ModelInfer goes through the same batcher as the native API, so a
 ``z`` drawn with ``Generator.sample_latents(n, seed)`` gives the same image both ways.
 
-Importing this module registers ``inference.*`` protobuf names in the default descriptor pool;
-a process that also imports ``tritonclient.grpc`` would clash, so keep the two apart.
+Why a private descriptor pool: the generated ``ganport.v1.kserve_pb2`` registers the
+``inference.*`` messages in protobuf's default pool, and ``tritonclient.grpc`` registers the same
+names there from its own file; whichever comes second fails to import. So this module builds the
+messages from ``ganport.v1.kserve_descriptor`` (generated from the same ``kserve.proto``) in a pool
+of its own, and registers the service with generic handlers. A process can then run a ganport
+server and use tritonclient at the same time. :data:`messages` and :class:`KServeStub` give
+Python callers the same types without touching the default pool.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import types
 from typing import Callable
 
+import grpc
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from ganport import __version__
 from ganport.errors import InvalidInputError, ModelNotFoundError
-from ganport.runtime.server.servicer import ModelRegistry, ServedModel, check_latents, check_size, Limits
+from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents, check_size
 from ganport.runtime.server.status import unary_rpc
-from ganport.v1 import kserve_pb2 as kpb
-from ganport.v1 import kserve_pb2_grpc as kpb_grpc
+from ganport.v1 import kserve_descriptor
 
 logger = logging.getLogger(__name__)
 
+SERVICE_NAME = "inference.GRPCInferenceService"
 #: The only model version ganport serves; an empty version means the same.
 MODEL_VERSION = "1"
 _PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt2": "pytorch_pt2"}
@@ -36,8 +44,62 @@ _DTYPES = {"FP32": ("<f4", "fp32_contents"), "INT64": ("<i8", "int64_contents"),
 _ACCEPTED = {"z": ("FP32",), "label": ("INT64", "INT32")}
 
 
-class KServeServicer(kpb_grpc.GRPCInferenceServiceServicer):
-    """Implements the KServe v2 inference service over the served models.
+def _build_pool() -> tuple[descriptor_pool.DescriptorPool, descriptor_pb2.FileDescriptorProto]:
+    file_proto = descriptor_pb2.FileDescriptorProto.FromString(kserve_descriptor.SERIALIZED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    return pool, file_proto
+
+
+#: Private pool holding ``kserve.proto``; FILE_PROTO is its FileDescriptorProto (for reflection).
+POOL, FILE_PROTO = _build_pool()
+_SERVICE = POOL.FindServiceByName(SERVICE_NAME)
+
+#: The KServe message classes by name, e.g. ``messages.ModelInferRequest`` (nested types are
+#: attributes of their parent, as in generated code).
+messages = types.SimpleNamespace(**{
+    name: message_factory.GetMessageClass(descriptor)
+    for name, descriptor in POOL.FindFileByName(kserve_descriptor.NAME).message_types_by_name.items()})
+
+
+def _method_types(method) -> tuple[type, type]:
+    return (message_factory.GetMessageClass(method.input_type),
+            message_factory.GetMessageClass(method.output_type))
+
+
+def add_to_server(servicer: "KServeServicer", server: grpc.Server) -> None:
+    """Register ``servicer``'s methods as ``inference.GRPCInferenceService`` on ``server``."""
+    handlers = {}
+    for method in _SERVICE.methods:
+        request_type, response_type = _method_types(method)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name), request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+class KServeStub:
+    """Client stub for the KServe subset (methods named as the RPCs), from the private pool.
+
+    Example:
+        >>> stub = KServeStub(grpc.insecure_channel("127.0.0.1:50051"))       # doctest: +SKIP
+        >>> stub.ServerLive(messages.ServerLiveRequest()).live               # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, channel: grpc.Channel):
+        for method in _SERVICE.methods:
+            request_type, response_type = _method_types(method)
+            setattr(self, method.name, channel.unary_unary(
+                f"/{SERVICE_NAME}/{method.name}", request_serializer=request_type.SerializeToString,
+                response_deserializer=response_type.FromString))
+
+
+kpb = messages  # short alias used below, mirroring the generated module's usual import name
+
+
+class KServeServicer:
+    """Implements the KServe v2 inference service over the served models (see :func:`add_to_server`).
 
     Args:
         models: the served models.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -98,6 +99,24 @@ def _as_generators(models: ModelsArg, **load_options) -> dict[str, Any]:
     if not generators:
         raise GanportError("no models to serve")
     return generators
+
+
+def _reflection_pool(kserve: bool) -> descriptor_pool.DescriptorPool:
+    """A pool describing every served service: the KServe messages live outside the default pool
+    (see :mod:`.kserve`), so reflection gets its own pool holding all the files."""
+    from grpc_health.v1 import health_pb2 as health_messages
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    for module in (generator_pb2, health_messages, reflection_pb2):
+        file_proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(file_proto)
+        pool.Add(file_proto)
+    if kserve:
+        from ganport.runtime.server.kserve import FILE_PROTO
+
+        pool.Add(FILE_PROTO)
+    return pool
 
 
 class ServingState:
@@ -276,15 +295,12 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
         GeneratorServicer(registry, limits, metrics), grpc_server)
     if kserve:
-        # Imported only when served: it registers inference.* names in the protobuf pool.
-        from ganport.runtime.server.kserve import KServeServicer
-        from ganport.v1 import kserve_pb2_grpc
+        from ganport.runtime.server import kserve
 
-        kserve_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(registry, limits, lambda: state.serving, metrics), grpc_server)
+        kserve.add_to_server(kserve.KServeServicer(registry, limits, lambda: state.serving, metrics), grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-    reflection.enable_server_reflection(
-        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server)
+    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server,
+                                        pool=_reflection_pool(kserve))
     state.set(False)  # NOT_SERVING until start()
 
     host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
