@@ -171,10 +171,7 @@ class KServeServicer:
         if extra:
             raise InvalidInputError(f"unexpected input(s) {', '.join(extra)}; model {model.name!r} "
                                     f"takes {', '.join(sorted(expected))}")
-        z = tensors["z"]
-        if z.ndim != 2:
-            raise InvalidInputError(f"input 'z' must have shape [N, {info.latent_dim}], got {list(z.shape)}")
-        z = check_latents(z.astype(np.float32), info.latent_dim, self.limits.max_count)
+        z = check_latents(model, tensors["z"], self.limits.max_count)
         labels = None
         if info.conditional:
             label = tensors["label"]

@@ -169,16 +169,14 @@ def check_count(count: int, limit: int, what: str = "count") -> int:
     return int(count)
 
 
-def check_latents(z: np.ndarray, latent_dim: int, max_count: int) -> np.ndarray:
-    """Validate caller latents ``[N, latent_dim]`` before they can join a batch (finite values)."""
-    if z.shape[1] != latent_dim:
-        raise InvalidInputError(f"latents must have shape [N, {latent_dim}] for this model, "
-                                f"got {list(z.shape)}")
-    check_count(z.shape[0], max_count, "number of latent vectors")
-    bad_rows = np.flatnonzero(~np.isfinite(z).all(axis=1))
-    if bad_rows.size:
-        shown = ", ".join(str(r) for r in bad_rows[:8]) + (", ..." if bad_rows.size > 8 else "")
-        raise InvalidInputError(f"latents contain NaN or infinite values (row(s) {shown})")
+def check_latents(model: "ServedModel", z: Any, max_count: int) -> np.ndarray:
+    """Validate caller latents before they can join a batch, so one bad request fails alone.
+
+    Shape, dtype and finiteness are the runtime's own checks (:meth:`Generator.check_latents`);
+    the server adds its count limit.
+    """
+    z = model.generator.check_latents(z, name="latents")
+    check_count(len(z), max_count, "number of latent vectors")
     return z
 
 
@@ -295,8 +293,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         encoding = codec.resolve_encoding(request.encoding)
         if not request.HasField("latents"):
             raise InvalidInputError("latents are required: a FloatTensor of shape [N, latent_dim]")
-        z = check_latents(codec.tensor_to_array(request.latents), model.info.latent_dim,
-                          self.limits.max_count)
+        z = check_latents(model, codec.tensor_to_array(request.latents), self.limits.max_count)
         labels = model.generator.resolve_labels(labels_from_message(request.labels), len(z))
         self._check_response_estimate(model, len(z), encoding)
         images = model.run(z, labels, context)
