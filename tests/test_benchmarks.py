@@ -1,0 +1,137 @@
+"""The benchmarks run and write well-formed results (no timing assertions: speed targets are
+reported by the benchmarks themselves, not enforced here).
+
+One quick run of two cheap benchmarks (``serving`` and ``word``, which share one exported model)
+as a user would start it, ``python -m benchmarks.run --quick --only ...``, then checks of the JSON
+it wrote; plus unit tests of the shared helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the checkout, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import (make_table, percentiles, render_table, time_calls)  # noqa: E402
+from benchmarks.servers import prometheus_value  # noqa: E402
+
+MACHINE_KEYS = {"cpu_model", "cpu_count", "versions", "gpu", "date", "load_average_start", "load_average_end"}
+RESULT_KEYS = {"benchmark", "schema", "quick", "machine", "settings", "rows", "tables", "headline", "notes",
+               "started", "elapsed_s", "command"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``python -m benchmarks.run --quick --only serving word``; returns (results dir, stdout)."""
+    base = tmp_path_factory.mktemp("bench")
+    out = base / "results"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "serving", "word",
+               "--out", str(out), "--workdir", str(base / "work")]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"benchmarks failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return out, proc.stdout
+
+
+def _load(out: Path, name: str) -> dict:
+    path = out / f"{name}.json"
+    assert path.is_file(), f"{path} not written"
+    result = json.loads(path.read_text())
+    assert RESULT_KEYS <= set(result), f"missing keys: {RESULT_KEYS - set(result)}"
+    assert result["benchmark"] == name and result["quick"] is True
+    machine = result["machine"]
+    assert MACHINE_KEYS <= set(machine), f"missing machine keys: {MACHINE_KEYS - set(machine)}"
+    assert machine["cpu_count"] >= 1 and machine["cpu_model"]
+    for library in ("torch", "onnxruntime", "grpcio"):
+        assert machine["versions"][library], f"no {library} version recorded"
+    assert result["elapsed_s"] > 0
+    assert result["tables"] and all(t["rows"] for t in result["tables"])
+    return result
+
+
+def test_serving_result(quick_run):
+    out, stdout = quick_run
+    result = _load(out, "serving")
+    assert result["rows"], "no rows"
+    for row in result["rows"]:
+        assert row["model"] == "mlp28" and row["batch"] >= 1
+        assert row["in_process_images_per_s"] > 0
+        for encoding in ("png", "uint8", "float32"):
+            assert row[encoding]["images_per_s"] > 0
+            assert row[encoding]["ratio"] > 0
+            assert row[encoding]["calls"] >= 1
+    assert "serving: MLP cGAN" in stdout
+
+
+def test_word_result(quick_run):
+    out, stdout = quick_run
+    result = _load(out, "word")
+    paths = [row["path"] for row in result["rows"]]
+    assert len(paths) == 3 and paths[0].startswith("in-process")
+    for row in result["rows"]:
+        assert row["calls"] >= 5
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert row["words_per_s"] > 0
+    assert result["headline"] and result["headline"][0]["value"] > 0
+    assert "headline figures" in stdout and "RenderWord" in stdout
+
+
+def test_unknown_benchmark_is_refused():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--only", "nope"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_time_calls_is_bounded_by_count_and_time():
+    calls = []
+    timing = time_calls(lambda: calls.append(1), seconds=10.0, max_calls=7, warmup=2)
+    assert timing.calls == 7 and len(calls) == 9  # warm-up calls are not measured
+    timing = time_calls(lambda: None, seconds=0.0, max_calls=1000, min_calls=3, warmup=0)
+    assert timing.calls == 3
+    assert timing.rate(items_per_call=8) > 0
+    summary = timing.summary(8)
+    assert summary["images_per_s"] > 0 and {"p50_ms", "p95_ms", "p99_ms"} <= set(summary)
+
+
+def test_time_calls_waits_on_the_start_barrier():
+    barrier = threading.Barrier(2)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(
+        time_calls(lambda: None, seconds=0.0, max_calls=2, warmup=1, start_barrier=barrier)))
+    worker.start()
+    barrier.wait(timeout=10)
+    worker.join(10)
+    assert results and results[0].calls >= 1
+
+
+def test_percentiles():
+    assert percentiles([1.0, 2.0, 3.0, 4.0, 5.0]) == {"p50": 3.0, "p95": pytest.approx(4.8), "p99": pytest.approx(4.96)}
+    assert percentiles([0.001], qs=(50,), scale=1000, suffix="_ms") == {"p50_ms": 1.0}
+    assert all(v != v for v in percentiles([]).values())  # NaN for no samples
+
+
+def test_table_alignment():
+    table = make_table("t", ["name", "images/s"], [["eager", 1234.5], ["onnx", 98765.4]], note="n")
+    lines = render_table(table).splitlines()
+    assert lines[0] == "t" and lines[-1] == "  note: n"
+    assert lines[3].endswith(" 1,234") and lines[4].endswith("98,765")
+    assert len(lines[3]) == len(lines[4])
+
+
+def test_prometheus_value():
+    text = ('# TYPE ganport_batch_size histogram\n'
+            'ganport_batch_size_bucket{model="a",le="1"} 3\n'
+            'ganport_batch_size_sum{model="a"} 12\n'
+            'ganport_batch_size_sum{model="b"} 5\n'
+            'ganport_batch_size_count{model="a"} 4\n')
+    assert prometheus_value(text, "ganport_batch_size_sum", {"model": "a"}) == 12.0
+    assert prometheus_value(text, "ganport_batch_size_count", {"model": "a"}) == 4.0
+    assert prometheus_value(text, "ganport_batch_size_sum") == 17.0
+    assert prometheus_value(text, "ganport_missing", {"model": "a"}) == 0.0
