@@ -13,7 +13,7 @@ needs non-empty dims). The libtorch backend binds inputs by the names of ``forwa
 (``z``, ``label``) and outputs by the ``<name>__<index>`` convention, so its output is
 ``image__0``; the ONNX model's output is ``image``. The package metadata is repeated as the
 config parameter ``ganport.metadata`` so a tritonclient user can read class names from the
-model config.
+model config. Only the generator goes to Triton (an AAE's encoder stays in the package).
 """
 
 from __future__ import annotations
