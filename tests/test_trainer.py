@@ -328,6 +328,20 @@ def test_bad_options_exit_2(args: list[str], message: str, tmp_path: Path, capsy
     assert not any(tmp_path.iterdir())  # nothing written for a refused run
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _train_cli(tmp_path, "gan", "--steps", "1", "--device", "cuda") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA device" in err[0]
+
+
+def test_resume_past_the_end_is_refused(tiny_checkpoint, capsys: pytest.CaptureFixture) -> None:
+    latest = tiny_checkpoint("gan")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(latest), "--steps", "3"]) == 2
+    assert "already at step 3" in capsys.readouterr().err
+
+
 def test_conditional_kind_needs_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _train_cli(tmp_path, "cgan", "--steps", "1", dataset="fractal-dream") == 2
     assert "labelled" in capsys.readouterr().err

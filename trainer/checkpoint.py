@@ -10,6 +10,10 @@ Layout (``format_version`` 1)::
     networks={role: {"class", "init_args", "state_dict"}}, ema_generator (state dict or None),
     optimizers={role: state_dict}, config (resolved training config), step, epoch,
     rng={"torch", "cuda", "numpy", "python"}, data={dataset, class_names, image_shape, value_range}
+
+The trainer adds what resuming needs: ``scaler`` (AMP GradScaler state or None),
+``batch_in_epoch``, ``batches_per_epoch``, ``elapsed`` (seconds trained) and ``metrics`` (the last
+row of metrics.jsonl).
 """
 
 from __future__ import annotations

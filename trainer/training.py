@@ -243,6 +243,10 @@ class _Trainer:
             reason = str(exc).splitlines()[0][:200]
             raise CheckpointError(f"{self.config.resume} does not fit this model: {reason}") from None
         self.step = int(ckpt["step"])
+        if self.step >= self.total_steps:
+            raise InvalidInputError(
+                f"{self.config.resume} is already at step {self.step}, and this run ends at step "
+                f"{self.total_steps}", hint="pass a larger --steps or --epochs to train further")
         self.elapsed = float(ckpt.get("elapsed", 0.0))
         saved_bpe = ckpt.get("batches_per_epoch")
         if saved_bpe is not None and int(saved_bpe) != self.steps_per_epoch:
