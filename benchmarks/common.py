@@ -249,7 +249,14 @@ def new_result(name: str, ctx: BenchContext, settings: dict[str, Any]) -> dict[s
 def finish_result(result: dict[str, Any]) -> dict[str, Any]:
     """Stamp the elapsed time and the load average at the end (the machine may be shared)."""
     result["elapsed_s"] = round(time.perf_counter() - result.pop("_t0"), 2)
-    result["machine"]["load_average_end"] = _load_average()
+    machine = result["machine"]
+    machine["load_average_end"] = _load_average()
+    loads = [values[0] for values in (machine["load_average_start"], machine["load_average_end"]) if values]
+    cpus = machine.get("cpus_usable") or 1
+    if loads and max(loads) > cpus:
+        result["notes"].append(
+            f"the machine was busy (1-minute load average up to {max(loads):.1f} on {cpus} CPUs): absolute numbers "
+            f"are low and noisy, and multi-threaded torch suffers most from the contention")
     return result
 
 
