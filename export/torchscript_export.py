@@ -26,12 +26,10 @@ import torch
 from ganport.errors import ExportError
 from ganport.export.job import Artifact, ExportJob
 from ganport.export.quiet import handled_warnings
-from ganport.runtime.manifest import ModelInfo
+from ganport.runtime.manifest import METADATA_FILE, ModelInfo
 
 logger = logging.getLogger(__name__)
 
-#: Name of the extra file (TorchScript ``_extra_files``, ``torch.export`` ``extra_files``).
-METADATA_FILE = "ganport.json"
 
 
 def encode_metadata(metadata: Mapping[str, str]) -> str:

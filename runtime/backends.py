@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ganport.errors import BackendUnavailableError, InvalidInputError, PackageError
-from ganport.runtime.manifest import ModelInfo
+from ganport.runtime.manifest import METADATA_FILE, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -239,14 +239,13 @@ def _torch_device(torch: Any, device: str) -> str:
 # Extra-file keys to ask a TorchScript/pt2 artifact for: one per ModelInfo field (the contract in
 # docs/ARCHITECTURE.md), plus the single JSON file export also writes (the same dict, one object).
 _METADATA_KEYS = tuple(ModelInfo.__dataclass_fields__)
-_METADATA_FILE = "ganport.json"
 
 
 def _decode_extra_files(extra: Mapping[str, Any]) -> dict[str, str]:
     """Metadata from TorchScript/pt2 extra files; absent files come back empty and are dropped."""
     text = {key: value.decode("utf-8") if isinstance(value, bytes) else str(value)
             for key, value in extra.items() if value}
-    bundled = text.pop(_METADATA_FILE, "")
+    bundled = text.pop(METADATA_FILE, "")
     if bundled:
         try:
             decoded = json.loads(bundled)
@@ -270,7 +269,7 @@ class _TorchBackend(Backend):
         if threads:
             # Process-wide in torch: the last Generator loaded with ``threads`` wins.
             self.torch.set_num_threads(int(threads))
-        extra = {key: "" for key in (*_METADATA_KEYS, _METADATA_FILE)}
+        extra = {key: "" for key in (*_METADATA_KEYS, METADATA_FILE)}
         try:
             with warnings.catch_warnings():
                 # torch.jit.* warns that it is deprecated in favour of torch.export: not the user's concern.

@@ -22,6 +22,9 @@ from ganport.errors import PackageError
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+#: TorchScript/pt2 extra file holding the whole ``to_metadata()`` dict as one JSON object (export
+#: also writes one extra file per key; readers accept either).
+METADATA_FILE = "ganport.json"
 MANIFEST_FORMAT = "ganport.model"
 MANIFEST_VERSION = 1
 
@@ -116,7 +119,7 @@ class ModelInfo:
 
     def to_metadata(self) -> dict[str, str]:
         """One key per field, JSON-encoded values: for ONNX metadata_props and TorchScript extra files."""
-        return {key: json.dumps(value) for key, value in self.to_dict().items()}
+        return {key: json.dumps(value, sort_keys=True) for key, value in self.to_dict().items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "manifest") -> "ModelInfo":
