@@ -65,17 +65,17 @@ def _measure_model(ctx: BenchContext, name: str, batches: tuple[int, ...], setti
     bounds = {"seconds": settings["seconds_per_cell"], "max_calls": settings["max_calls_per_cell"],
               "min_calls": ctx.pick(1, 3), "warmup": ctx.pick(1, 3)}
     rows = []
-    for batch in batches:
-        z = gen.sample_latents(batch, seed=batch)
-        labels = gen.resolve_labels(None, batch)
-        local = time_calls(lambda: gen.run(z, labels), **bounds)
-        rows.append({"model": name, "batch": batch, "in_process_images_per_s": local.rate(batch),
-                     "in_process": local.summary(batch)})
     with inprocess_server({name: gen}, **SERVER_OPTIONS) as (_server, client):
-        for row in rows:
-            batch = row["batch"]
+        for batch in batches:
+            # In-process right before gRPC for the same batch: on a shared machine the load drifts.
+            z = gen.sample_latents(batch, seed=batch)
+            labels = gen.resolve_labels(None, batch)
+            local = time_calls(lambda: gen.run(z, labels), **bounds)
+            row = {"model": name, "batch": batch, "in_process_images_per_s": local.rate(batch),
+                   "in_process": local.summary(batch)}
             for encoding in ENCODINGS:
                 logger.info("%s: gRPC batch %d %s", name, batch, encoding)
                 remote = time_calls(lambda: client.generate(name, batch, seed=1, encoding=encoding), **bounds)
                 row[encoding] = {**remote.summary(batch), "ratio": remote.rate(batch) / row["in_process_images_per_s"]}
+            rows.append(row)
     return rows
