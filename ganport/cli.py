@@ -20,6 +20,7 @@ logger = logging.getLogger("ganport")
 # Modules that contribute sub-commands, in help order.
 _COMMAND_MODULES = (
     "ganport.trainer.cli",
+    "ganport.trainer.quality_cli",
     "ganport.export.cli",
     "ganport.runtime.cli",
     "ganport.runtime.server.cli",

@@ -1,0 +1,380 @@
+"""Tests of quality measurement: reference classifier, metrics, eval/sweep/explore, EMA export.
+
+Everything runs on scikit-learn's digits at 16x16 (the ``tiny_checkpoint`` settings) with a
+reference classifier trained once per module into a temporary cache, so the module needs no
+pre-trained file and stays fast on two CPU cores. Generators are real modules: a "perfect" one
+that returns real test images of the requested class, and untrained networks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from ganport.cli import main  # noqa: E402
+from ganport.errors import InvalidInputError  # noqa: E402
+from ganport.runtime.images import decode_png  # noqa: E402
+from ganport.trainer.classifier import (ClassifierSpec, get_classifier, load_classifier,  # noqa: E402
+                                        train_classifier)
+from ganport.trainer.datasets import load_dataset  # noqa: E402
+from ganport.trainer.evaluation import (RealReference, evaluate, evaluate_during_training,  # noqa: E402
+                                        feature_frechet_distance, frechet_distance, open_source,
+                                        precision_recall, source_from_modules)
+from ganport.trainer.models import CondMLPGenerator  # noqa: E402
+
+SIZE = 16  # tiny_checkpoint's image size
+#: Classifier training options of this module (the eval CLI tests pass the same, so they hit the cache).
+CLF_EPOCHS = 6
+TINY_TRAIN = {"image_size": SIZE, "n_samples": 64, "latent_dim": 8, "device": "cpu",
+              "sample_interval": 2, "checkpoint_interval": 2, "log_every": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads run ~5x slower, not faster."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("classifiers")
+
+
+@pytest.fixture(scope="module")
+def reference(cache_dir: Path) -> RealReference:
+    """Digits 16x16 reference: classifier trained once (cached in ``cache_dir``), all 359 test images."""
+    return RealReference.build(ClassifierSpec("digits", SIZE, epochs=CLF_EPOCHS), 359, cache_dir)
+
+
+class RealImageGenerator(nn.Module):
+    """A "perfect" conditional generator: returns real test images of the requested class.
+
+    z picks which image of the class (so different z give different images), as a generator would.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int):
+        super().__init__()
+        per_class = min(int((labels == k).sum()) for k in range(n_classes))
+        bank = np.stack([images[labels == k][:per_class] for k in range(n_classes)])
+        self.register_buffer("bank", torch.from_numpy(bank))  # [K, M, C, H, W]
+        self.dummy = nn.Parameter(torch.zeros(()))  # gives the module a device
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        index = (z[:, 0].abs() * 1000).long() % self.bank.shape[1]
+        return self.bank[label, index]
+
+
+def _digits_source(generator: nn.Module, kind: str = "cgan", latent_dim: int = 8):
+    names = [str(d) for d in range(10)]
+    return source_from_modules(kind, generator, latent_dim=latent_dim, class_names=names,
+                               image_shape=[1, SIZE, SIZE], dataset="digits")
+
+
+# ------------------------------------------------------------------------------ classifier
+
+
+def test_classifier_on_a_small_subset_beats_chance_by_far(tmp_path):
+    clf = train_classifier(ClassifierSpec("digits", SIZE, train_n=300, epochs=4), progress=lambda _: None)
+    assert clf.task == "classification" and clf.n_classes == 10
+    assert clf.test_metrics["n_test"] == 359
+    assert clf.test_metrics["accuracy"] > 0.6  # chance is 0.1
+    test = load_dataset("digits", image_size=SIZE, split="test")
+    assert (clf.predict(test.images) == test.labels).mean() == pytest.approx(clf.test_metrics["accuracy"])
+    features, logits = clf.embed(test.images[:5])
+    assert features.shape == (5, 128) and logits.shape == (5, 10)
+
+
+def test_reference_classifier_is_accurate_cached_and_weights_only(reference, cache_dir):
+    clf = reference.classifier
+    assert clf.test_metrics["accuracy"] >= 0.95, clf.describe()
+    path = clf.path
+    assert path.parent == cache_dir and path.name.startswith(f"digits-{SIZE}-")
+    torch.load(path, weights_only=True)  # no pickled classes
+    mtime = path.stat().st_mtime_ns
+    again = get_classifier(ClassifierSpec("digits", SIZE, epochs=CLF_EPOCHS), cache_dir)
+    assert again.path == path and path.stat().st_mtime_ns == mtime  # loaded, not retrained
+    assert again.test_metrics == clf.test_metrics
+    images = reference.images[:16]
+    np.testing.assert_allclose(again.embed(images)[1], clf.embed(images)[1], atol=1e-5)
+    # Other options -> another file.
+    assert ClassifierSpec("digits", SIZE, epochs=1).cache_name() != path.name
+
+
+def test_corrupt_cache_file_is_retrained(tmp_path):
+    spec = ClassifierSpec("digits", SIZE, train_n=100, epochs=1)
+    (tmp_path / spec.cache_name()).write_bytes(b"not a checkpoint")
+    clf = get_classifier(spec, tmp_path, progress=lambda _: None)
+    assert load_classifier(clf.path).test_metrics == clf.test_metrics
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def test_frechet_distance_closed_form():
+    # 1-D Gaussians: FD = (mu1 - mu2)^2 + (s1 - s2)^2.
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(5.0)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert feature_frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fd_real_vs_real_is_far_below_real_vs_noise(reference):
+    noise = np.random.default_rng(0).uniform(-1, 1, reference.images.shape).astype(np.float32)
+    fd_noise = feature_frechet_distance(reference.features, reference.classifier.embed(noise)[0])
+    assert reference.fd_real_vs_real < fd_noise / 10
+
+
+def test_precision_recall_separates_overlap_from_disjoint():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 4))
+    assert min(precision_recall(real, rng.normal(size=(300, 4)))) > 0.8
+    assert max(precision_recall(real, rng.normal(size=(300, 4)) + 20.0)) == 0.0
+
+
+def test_perfect_generator_scores_high_and_untrained_one_low(reference):
+    perfect = RealImageGenerator(reference.images, reference.labels, 10)
+    good = evaluate(_digits_source(perfect), n=500, reference=reference)
+    torch.manual_seed(0)
+    untrained = evaluate(_digits_source(CondMLPGenerator(8, 10, [1, SIZE, SIZE])), n=500, reference=reference)
+    # Real images of class y are classified y as often as the classifier is right on real data.
+    assert good["conditional_accuracy"] >= 0.95
+    assert good["conditional_accuracy"] == pytest.approx(reference.classifier.test_metrics["accuracy"], abs=0.03)
+    assert untrained["conditional_accuracy"] < 0.3  # chance 0.1
+    assert set(good["per_class_accuracy"]) == {str(d) for d in range(10)}
+    # FD: the perfect generator is near real-vs-real, the untrained one far above.
+    assert good["fd"] < 2 * good["fd_real_vs_real"] + 1.0
+    assert untrained["fd"] > 10 * good["fd"]
+    assert good["precision"] > 0.8 and good["recall"] > 0.5
+    assert untrained["precision"] < 0.2
+
+
+def test_evaluate_during_training_returns_loggable_floats(reference, cache_dir):
+    from ganport.trainer.config import TrainConfig
+    from ganport.trainer.datasets import DataInfo
+
+    config = TrainConfig(kind="cgan", dataset="digits", image_size=SIZE, latent_dim=8)
+    info = DataInfo("digits", [str(d) for d in range(10)], [1, SIZE, SIZE])
+    generator = RealImageGenerator(reference.images, reference.labels, 10).train()
+    # The reference is looked up by the spec the loop would build (no classifier options there):
+    # give it this module's cached classifier under that spec's file name.
+    spec = ClassifierSpec("digits", SIZE)
+    target = cache_dir / spec.cache_name()
+    if not target.exists():
+        target.write_bytes(reference.classifier.path.read_bytes())
+    row = evaluate_during_training(config, info, generator, n=200, cache_dir=cache_dir)
+    assert {"eval_fd", "eval_fd_real", "eval_cond_acc", "eval_seconds"} <= set(row)
+    assert all(isinstance(v, float) for v in row.values())
+    assert row["eval_cond_acc"] > 0.9
+    assert generator.training  # mode restored
+
+
+# ------------------------------------------------------------------------------ eval CLI
+
+
+def _eval_cli(model: Path, out: Path, cache_dir: Path, *extra: str) -> dict:
+    rc = main(["eval", str(model), "--dataset", "digits", "-n", "200", "--out", str(out),
+               "--cache-dir", str(cache_dir), "--classifier-epochs", str(CLF_EPOCHS), *extra])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_eval_cli_on_a_tiny_cgan_checkpoint(tiny_checkpoint, reference, cache_dir, tmp_path, capsys):
+    results = _eval_cli(tiny_checkpoint("cgan"), tmp_path / "eval.json", cache_dir)
+    expected = {"model", "kind", "dataset", "n_generated", "n_real", "classifier", "fd", "fd_real_vs_real",
+                "precision", "recall", "conditional_accuracy", "per_class_accuracy", "seconds"}
+    assert expected <= set(results)
+    assert results["kind"] == "cgan" and results["n_generated"] == 200
+    assert results["classifier"]["path"] == str(reference.classifier.path)  # the cached one
+    assert 0.0 <= results["conditional_accuracy"] <= 1.0 and len(results["per_class_accuracy"]) == 10
+    assert results["n_real"] == 200 and results["fd_real_vs_real"] > 0  # halves of 200 real images
+    out = capsys.readouterr().out
+    assert "conditional accuracy" in out and "real vs real" in out
+
+
+def test_eval_cli_on_a_tiny_aae_reports_reconstruction_and_latents(tiny_checkpoint, reference, cache_dir, tmp_path):
+    results = _eval_cli(tiny_checkpoint("aae"), tmp_path / "aae.json", cache_dir)
+    assert {"reconstruction", "latent", "fd"} <= set(results)
+    assert "conditional_accuracy" not in results and "classes_covered" in results
+    rec = results["reconstruction"]
+    assert rec["mse"] > 0 and rec["psnr"] == pytest.approx(10 * np.log10(4 / rec["mse"]))
+    assert len(results["latent"]["std_per_dim"]) == 8
+
+
+def test_eval_of_unknown_model_is_a_clean_error(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing"), "--dataset", "digits"]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+# ------------------------------------------------------------------------------ EMA export
+
+
+@pytest.fixture(scope="module")
+def ema_package(tiny_checkpoint, tmp_path_factory):
+    from ganport.export import export_package
+
+    ckpt = tiny_checkpoint("cgan", ema=0.9)
+    return ckpt, export_package(ckpt, tmp_path_factory.mktemp("pkg") / "cgan-ema", formats=("onnx",))
+
+
+def test_ema_weights_are_what_build_and_export_use(ema_package):
+    from ganport.runtime import Generator
+    from ganport.trainer.checkpoint import build_from_checkpoint, load_checkpoint
+
+    ckpt_path, package = ema_package
+    ckpt = load_checkpoint(ckpt_path)
+    assert ckpt["ema_generator"] is not None
+    ema = build_from_checkpoint(ckpt, use_ema=True)
+    raw = build_from_checkpoint(ckpt, use_ema=False)
+    for name, tensor in ema.state_dict().items():
+        assert torch.equal(tensor, ckpt["ema_generator"][name])
+    assert any(not torch.equal(a, b) for a, b in zip(ema.state_dict().values(), raw.state_dict().values()))
+    gen = Generator.load(package)
+    z = gen.sample_latents(16, seed=3)
+    labels = np.arange(16) % 10
+    exported = gen.run(z, labels)
+    with torch.no_grad():
+        want = ema(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+        other = raw(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+    np.testing.assert_allclose(exported, want, atol=1e-5)
+    assert np.abs(exported - other).max() > 1e-3
+
+
+def test_package_and_checkpoint_evaluate_the_same(ema_package, reference):
+    ckpt_path, package = ema_package
+    from_ckpt = evaluate(open_source(ckpt_path), n=300, reference=reference)
+    from_pkg = evaluate(open_source(package), n=300, reference=reference)
+    assert from_pkg["model"].startswith("package") and "EMA" in from_ckpt["model"]
+    assert from_pkg["conditional_accuracy"] == pytest.approx(from_ckpt["conditional_accuracy"], abs=1 / 300)
+    assert from_pkg["fd"] == pytest.approx(from_ckpt["fd"], rel=1e-3)
+
+
+# ------------------------------------------------------------------------------ sweep
+
+
+def test_sweep_of_four_runs_ranks_writes_and_resumes(reference, cache_dir, tmp_path):
+    from ganport.trainer.sweep import parse_grid, run_sweep
+
+    grid = parse_grid(["lr_g=1e-4,2e-4", "batch-size=8,16"])
+    assert grid == {"lr_g": [1e-4, 2e-4], "batch_size": [8, 16]}
+    kwargs = dict(steps=2, out_dir=tmp_path / "sweep", settings=TINY_TRAIN, eval_n=100, cache_dir=cache_dir,
+                  classifier_options={"epochs": CLF_EPOCHS}, progress=lambda _: None)
+    result = run_sweep("cgan", "digits", grid, **kwargs)
+    assert len(result.ran) == 4 and not result.skipped
+    assert [row["rank"] for row in result.rows] == [1, 2, 3, 4]
+    accs = [row["metrics"]["conditional_accuracy"] for row in result.rows]
+    assert accs == sorted(accs, reverse=True)
+    with result.csv_path.open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 4 and {"lr_g", "batch_size", "conditional_accuracy", "fd", "fd_real_vs_real"} <= set(table[0])
+    assert {row["run"] for row in table} == {"lr_g-0.0001_batch_size-8", "lr_g-0.0001_batch_size-16",
+                                              "lr_g-0.0002_batch_size-8", "lr_g-0.0002_batch_size-16"}
+    markdown = result.markdown_path.read_text()
+    assert markdown.count("\n| ") == 5  # header + 4 runs
+    sheet = decode_png(result.contact_sheet.read_bytes())
+    one = decode_png(Path(result.rows[0]["samples"]).read_bytes())
+    assert sheet.shape[1] > 4 * one.shape[1]  # four runs side by side
+
+    # Rerun: everything is skipped, nothing is retrained.
+    checkpoints = {row["run"]: Path(row["checkpoint"]).stat().st_mtime_ns for row in result.rows}
+    again = run_sweep("cgan", "digits", grid, **kwargs)
+    assert not again.ran and len(again.skipped) == 4
+    assert {row["run"]: Path(row["checkpoint"]).stat().st_mtime_ns for row in again.rows} == checkpoints
+
+    # An interrupted run is continued (from its latest.pt) and evaluated; the others stay skipped.
+    state_path = result.out_dir / "sweep.json"
+    state = json.loads(state_path.read_text())
+    state["runs"]["lr_g-0.0002_batch_size-8"]["status"] = "interrupted"
+    state_path.write_text(json.dumps(state))
+    third = run_sweep("cgan", "digits", grid, **kwargs)
+    assert third.ran == ["lr_g-0.0002_batch_size-8"] and len(third.skipped) == 3
+
+    # Another sweep definition in the same folder is refused.
+    with pytest.raises(InvalidInputError, match="different sweep"):
+        run_sweep("cgan", "digits", grid, **{**kwargs, "steps": 3})
+
+
+def test_sweep_rejects_unknown_options_listing_valid_ones(tmp_path, capsys):
+    from ganport.trainer.sweep import parse_grid
+
+    with pytest.raises(InvalidInputError) as info:
+        parse_grid(["learning_rate=1e-4"])
+    assert "lr_g" in info.value.hint and "batch_size" in info.value.hint
+    with pytest.raises(InvalidInputError):
+        parse_grid(["batch_size=eight"])
+    rc = main(["sweep", "cgan", "--dataset", "digits", "--grid", "lr=1,2", "--steps", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown sweep option 'lr'" in err and "lr_g" in err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+# ------------------------------------------------------------------------------ explore
+
+
+@pytest.mark.parametrize("kind", ["cgan", "gan", "aae"])
+def test_explore_writes_pngs(kind, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / kind
+    assert main(["explore", str(tiny_checkpoint(kind)), "--out", str(out), "--rows", "3", "--steps", "5"]) == 0
+    expected = {"interpolation.png", "latent_dims.png"}
+    expected |= {"class_walks.png"} if kind == "cgan" else set()
+    expected |= {"encoded_interpolation.png"} if kind == "aae" else set()
+    assert {p.name for p in out.iterdir()} == expected
+    pad = 2
+    grid = decode_png((out / "interpolation.png").read_bytes())
+    assert grid.shape[:2] == (3 * (SIZE + pad) + pad, 5 * (SIZE + pad) + pad)
+    if kind == "cgan":  # one row per class
+        walks = decode_png((out / "class_walks.png").read_bytes())
+        assert walks.shape[0] == 10 * (SIZE + pad) + pad
+
+
+def test_fractal_experiment_on_a_tiny_aae(tiny_checkpoint, tmp_path, capsys):
+    from ganport.trainer.explore import denormalise_params, normalise_params
+
+    ckpt = tiny_checkpoint("aae", dataset="fractal-dream", latent_dim=4)
+    out = tmp_path / "fractal"
+    assert main(["explore", "--fractal", str(ckpt), "--out", str(out), "-n", "4", "--fit-n", "16"]) == 0
+    summary = json.loads((out / "fractal_summary.json").read_text())
+    for key in ("mse_direct", "mse_affine", "mse_reconstruction", "mse_unrelated"):
+        assert np.isfinite(summary[key]) and summary[key] >= 0
+    assert set(summary["r2_params_from_codes"]) == {"a", "b", "c", "d"}
+    assert "sqrt(12)" in summary["normalisation"] and summary["verdict"]
+    with (out / "fractal_mse.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:5] == ["index", "a", "b", "c", "d"] and len(rows) == 1 + 4 + 1  # header, 4 vectors, mean
+    picture = decode_png((out / "fractal_side_by_side.png").read_bytes())
+    assert picture.shape[0] > 4 * SIZE and picture.shape[1] > 4 * SIZE
+    assert "R²" in capsys.readouterr().out
+    v = np.array([[-3.0, 3.0, 0.5, 1.5], [0.0, 0.0, 1.0, 1.0]])
+    np.testing.assert_allclose(denormalise_params(normalise_params(v)), v, atol=1e-5)
+    np.testing.assert_allclose(np.abs(normalise_params(v)[0]), np.sqrt(3), atol=1e-5)
+
+
+def test_fractal_experiment_needs_an_aae_with_four_latents(tiny_checkpoint, tmp_path, capsys):
+    assert main(["explore", "--fractal", str(tiny_checkpoint("aae")), "--out", str(tmp_path)]) == 2
+    assert "latent_dim 4" in capsys.readouterr().err
+    assert main(["explore", "--fractal", str(tiny_checkpoint("cgan")), "--out", str(tmp_path)]) == 2
+    assert "needs an AAE" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ TensorBoard
+
+
+def test_tensorboard_logger_is_a_no_op_without_tensorboard(tmp_path):
+    from ganport.trainer.tb import TensorBoardLogger, tensorboard_available
+
+    if tensorboard_available():
+        pytest.skip("tensorboard is installed here")
+    with TensorBoardLogger(tmp_path / "tb") as tb:
+        assert not tb.active
+        tb.scalars({"step": 1, "d_loss": 0.5, "eval_fd": 3.0}, step=1)
+        tb.images("samples", np.zeros((8, 8, 1), np.uint8), step=1)
+    assert not (tmp_path / "tb").exists()

@@ -1,0 +1,170 @@
+"""``ganport eval``, ``ganport sweep`` and ``ganport explore``: measuring and exploring generators.
+
+Nothing heavy is imported at module level (``ganport --help`` works without torch).
+
+Examples::
+
+    ganport eval runs/cgan-glyphs-.../checkpoints/latest.pt --dataset glyphs -n 10000 --out eval.json
+    ganport eval models/glyphs                      # an exported package (onnxruntime)
+    ganport sweep cgan --dataset digits --grid lr_g=1e-4,2e-4 lr_d=1e-4,2e-4 --steps 2000
+    ganport explore runs/cgan-digits-.../checkpoints/latest.pt --out explore/
+    ganport explore --fractal runs/aae-fractal-dream-.../checkpoints/latest.pt --out fractal/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ganport.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+
+def _add_reference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="reference-classifier cache (default $GANPORT_CACHE_DIR or ~/.cache/ganport/classifiers)")
+    parser.add_argument("--classifier-epochs", type=int, default=None, metavar="N",
+                        help="epochs of the reference classifier when it must be trained (default: auto)")
+    parser.add_argument("--classifier-train-n", type=int, default=None, metavar="N",
+                        help="train the reference classifier on at most N images (default: all)")
+
+
+def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {}
+    if args.classifier_epochs is not None:
+        options["epochs"] = args.classifier_epochs
+    if args.classifier_train_n is not None:
+        options["train_n"] = args.classifier_train_n
+    return options
+
+
+def _parse_options(items: list[str] | None) -> dict[str, str] | None:
+    if items is None:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"--dataset-option {item!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval``, ``sweep`` and ``explore`` to the ``ganport`` command line."""
+    p = subparsers.add_parser(
+        "eval", help="measure a generator: conditional accuracy, FD, precision/recall, AAE reconstruction",
+        description="Evaluate a checkpoint or an exported package against real held-out images with "
+                    "ganport's reference classifier (trained once per data set and cached).")
+    p.add_argument("model", metavar="CHECKPOINT_OR_PACKAGE", help="a .pt checkpoint, a package directory or a "
+                   ".onnx/.ts/.pt2 file")
+    p.add_argument("--dataset", default=None, help="data set to compare with (default: the model's)")
+    p.add_argument("--data-root", default=None, help="folder of a file-based data set")
+    p.add_argument("--dataset-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="data-set option (default: the checkpoint's), e.g. palette=3")
+    p.add_argument("-n", type=int, default=10_000, help="images to generate (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    p.add_argument("--backend", default=None, help="package backend: onnx (default), torchscript, pt2")
+    p.add_argument("--no-ema", action="store_true", help="checkpoints: evaluate the raw generator weights")
+    p.add_argument("--pr-samples", type=int, default=5000, help="precision/recall samples per side (0: skip)")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="write the results as JSON")
+    _add_reference_options(p)
+    p.set_defaults(handler=run_eval)
+
+    s = subparsers.add_parser(
+        "sweep", help="train every combination of a hyperparameter grid, evaluate and rank them",
+        description="Runs each combination sequentially, evaluates it, and writes results.csv, results.md "
+                    "and contact_sheet.png. Rerunning the same command skips finished combinations.")
+    s.add_argument("kind", metavar="KIND", help="gan, dcgan, cgan, cdcgan or aae")
+    s.add_argument("--dataset", required=True, help="data set name")
+    s.add_argument("--grid", nargs="+", required=True, metavar="OPTION=V1,V2",
+                   help="TrainConfig options and their values, e.g. lr_g=1e-4,2e-4 batch_size=32,64")
+    s.add_argument("--steps", type=int, required=True, help="training steps per combination")
+    s.add_argument("--set", dest="settings", action="append", default=[], metavar="OPTION=VALUE",
+                   help="a fixed TrainConfig option of every run (repeatable), e.g. --set ema=0.999")
+    s.add_argument("--out", default=None, metavar="DIR", help="sweep folder (default sweeps/KIND-DATASET)")
+    s.add_argument("--eval-n", type=int, default=2000, help="images generated per evaluation (default 2000)")
+    s.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    _add_reference_options(s)
+    s.set_defaults(handler=run_sweep_command)
+
+    e = subparsers.add_parser(
+        "explore", help="latent interpolation grids, per-class walks; --fractal: AAE parameter correspondence",
+        description="Writes interpolation.png, class_walks.png (conditional), latent_dims.png and, for an AAE, "
+                    "encoded_interpolation.png. With --fractal (AAE on fractal-dream, latent_dim 4) compares "
+                    "G(v) with the attractor FD(v) for parameter vectors v.")
+    e.add_argument("model", metavar="CHECKPOINT_OR_PACKAGE")
+    e.add_argument("--out", default=None, metavar="DIR", help="output folder (default explore-<model name>)")
+    e.add_argument("--fractal", action="store_true", help="run the fractal-dream latent-correspondence experiment")
+    e.add_argument("--rows", type=int, default=8, help="interpolation rows (default 8)")
+    e.add_argument("--steps", type=int, default=10, help="frames per walk (default 10)")
+    e.add_argument("--classes", default=None, help="comma-separated classes of the interpolation rows")
+    e.add_argument("--mode", default="slerp", choices=("slerp", "linear"), help="interpolation (default slerp)")
+    e.add_argument("-n", type=int, default=16, help="--fractal: parameter vectors shown (default 16)")
+    e.add_argument("--fit-n", type=int, default=512, help="--fractal: vectors for the affine fits (default 512)")
+    e.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    e.add_argument("--backend", default=None, help="package backend: onnx (default), torchscript, pt2")
+    e.set_defaults(handler=run_explore)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler of ``ganport eval``: print the table, optionally write JSON."""
+    from ganport.trainer.evaluation import evaluate, format_report, open_source
+
+    source = open_source(args.model, backend=args.backend, use_ema=not args.no_ema)
+    results = evaluate(source, args.dataset, n=args.n, seed=args.seed, cache_dir=args.cache_dir,
+                       precision_recall_samples=args.pr_samples,
+                       classifier_options=_classifier_options(args),
+                       dataset_options=_parse_options(args.dataset_option), data_root=args.data_root,
+                       progress=lambda line: print(line, file=sys.stderr))
+    print(format_report(results))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results: {out}")
+    return 0
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Handler of ``ganport sweep``."""
+    from ganport.trainer.sweep import parse_grid, parse_settings, run_sweep
+
+    result = run_sweep(args.kind, args.dataset, parse_grid(args.grid), steps=args.steps, out_dir=args.out,
+                       settings=parse_settings(args.settings), eval_n=args.eval_n, seed=args.seed,
+                       cache_dir=args.cache_dir, classifier_options=_classifier_options(args), progress=print)
+    print(result.markdown_path.read_text())
+    print(f"ran {len(result.ran)}, skipped {len(result.skipped)} finished before")
+    print(f"table: {result.csv_path}, {result.markdown_path}")
+    if result.contact_sheet:
+        print(f"contact sheet: {result.contact_sheet}")
+    return 0
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    """Handler of ``ganport explore``."""
+    from ganport.trainer.evaluation import open_source
+    from ganport.trainer.explore import explore, fractal_experiment
+
+    source = open_source(args.model, backend=args.backend)
+    out = Path(args.out) if args.out else Path(f"explore-{Path(args.model).stem}")
+    if args.fractal:
+        summary = fractal_experiment(source, out, n=args.n, fit_n=args.fit_n, seed=args.seed)
+        print(Path(summary["files"]["mse_md"]).read_text())
+        print("R² of v from E(FD(v)) (affine, held out): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in summary["r2_params_from_codes"].items()))
+        print(summary["verdict"])
+        for name, path in summary["files"].items():
+            print(f"{name}: {path}")
+        return 0
+    classes = [c for c in args.classes.split(",") if c] if args.classes else None
+    written = explore(source, out, seed=args.seed, rows=args.rows, steps=args.steps, classes=classes,
+                      mode=args.mode)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,468 @@
+"""Hyperparameter sweeps: train every combination of a grid, evaluate each, rank them.
+
+``ganport sweep cgan --dataset digits --grid lr_g=1e-4,2e-4 lr_d=1e-4,2e-4 --steps 2000`` trains
+the four combinations one after the other, evaluates each with :func:`~ganport.trainer.evaluation.evaluate`
+and writes, under ``--out`` (default ``sweeps/<kind>-<dataset>``):
+
+- ``runs/<run id>/``: each combination's ordinary run directory (checkpoints, samples, metrics);
+- ``samples/<run id>.png``: 64 samples from the same latents for every run;
+- ``results.csv`` and ``results.md``: one row per run, ranked by conditional accuracy (conditional
+  kinds; FD breaks ties) or by FD (the others);
+- ``contact_sheet.png``: every run's samples side by side in rank order, captioned with its
+  settings and scores;
+- ``sweep.json``: the sweep's definition and the state of each run.
+
+Resuming: a combination recorded as done in ``sweep.json`` is skipped when the same command runs
+again; an interrupted one continues from its ``latest.pt``. The run id is made of the settings
+(``lr_g-0.0001_lr_d-0.0002``), so growing the grid later reuses the runs already done.
+Combinations run sequentially.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ganport.errors import CheckpointError, GanportError, InvalidInputError
+from ganport.runtime.images import decode_png, make_grid, save_png, to_uint8
+
+logger = logging.getLogger(__name__)
+
+SWEEP_FORMAT = "ganport.sweep"
+SWEEP_VERSION = 1
+STATE_NAME = "sweep.json"
+#: Samples per run in its grid and on the contact sheet.
+SAMPLES_PER_RUN = 64
+SAMPLE_COLUMNS = 8
+#: Runs per row of the contact sheet.
+SHEET_COLUMNS = 4
+#: TrainConfig fields a grid (or --set) may not set: the sweep decides them.
+RESERVED = frozenset({"kind", "dataset", "resume", "out_dir", "run_name", "dataset_options"})
+
+
+# ------------------------------------------------------------------------------ grid parsing
+
+
+def _field_types() -> dict[str, str]:
+    from ganport.trainer.config import TrainConfig
+
+    return {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def settable_options() -> list[str]:
+    """TrainConfig fields a grid may vary."""
+    return sorted(set(_field_types()) - RESERVED)
+
+
+def convert_value(name: str, text: str) -> Any:
+    """Parse one option value from text using the TrainConfig field's type.
+
+    Raises:
+        InvalidInputError: unknown option or a value of the wrong type.
+
+    Example:
+        >>> convert_value("lr_g", "1e-4"), convert_value("amp", "true"), convert_value("steps", "none")
+        (0.0001, True, None)
+    """
+    types = _field_types()
+    if name not in types or name in RESERVED:
+        raise InvalidInputError(f"unknown sweep option {name!r}", hint=f"valid options: {', '.join(settable_options())}")
+    kind = types[name]
+    text = text.strip()
+    if "None" in kind and text.lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise InvalidInputError(f"{name}={text!r} is not a valid {kind.split(' ')[0]}") from None
+    return text
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[Any]]:
+    """``["lr_g=1e-4,2e-4", "batch_size=32,64"]`` -> ``{"lr_g": [1e-4, 2e-4], "batch_size": [32, 64]}``.
+
+    Option names are TrainConfig fields (``-`` may stand for ``_``); values are comma-separated.
+
+    Raises:
+        InvalidInputError: a malformed item, an unknown option (the message lists the valid
+            ones), a repeated option or a bad value.
+
+    Example:
+        >>> parse_grid(["lr-g=1e-4,2e-4"])
+        {'lr_g': [0.0001, 0.0002]}
+    """
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = str(item).partition("=")
+        name = key.strip().replace("-", "_")
+        if not sep or not name or not values.strip():
+            raise InvalidInputError(f"grid item {item!r} must look like OPTION=VALUE[,VALUE...]",
+                                    hint="e.g. --grid lr_g=1e-4,2e-4 batch_size=32,64")
+        if name in grid:
+            raise InvalidInputError(f"grid option {name!r} is given twice")
+        parsed = [convert_value(name, v) for v in values.split(",")]
+        if len(set(map(repr, parsed))) != len(parsed):
+            raise InvalidInputError(f"grid option {name!r} repeats a value: {values}")
+        grid[name] = parsed
+    return grid
+
+
+def parse_settings(items: Iterable[str]) -> dict[str, Any]:
+    """``["image_size=16", "n_samples=64"]`` -> fixed options shared by every run (``--set``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        name = key.strip().replace("-", "_")
+        if not sep or not name:
+            raise InvalidInputError(f"setting {item!r} must look like OPTION=VALUE")
+        out[name] = convert_value(name, value)
+    return out
+
+
+def combinations(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid, in order (the last option varies fastest)."""
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def run_id(params: Mapping[str, Any]) -> str:
+    """Directory-safe id of a combination: ``lr_g-0.0001_batch_size-32`` (``base`` if empty)."""
+    parts = [f"{k}-{_short(v)}" for k, v in params.items()]
+    text = "_".join(parts) or "base"
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------------------ state
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Temp file + rename: an interrupted sweep never leaves a half-written state file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_state(path: Path, definition: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved state of this sweep, a fresh one, or an error when ``path`` holds another sweep."""
+    if not path.is_file():
+        return {"format": SWEEP_FORMAT, "format_version": SWEEP_VERSION, "definition": dict(definition), "runs": {}}
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc.msg})", hint="delete it to start the sweep over")
+    if state.get("format") != SWEEP_FORMAT:
+        raise InvalidInputError(f"{path} is not a ganport sweep state file")
+    saved = json.loads(json.dumps(state.get("definition", {}), default=str))
+    wanted = json.loads(json.dumps(dict(definition), default=str))
+    if saved != wanted:
+        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise InvalidInputError(f"{path.parent} holds a different sweep (differs in {', '.join(diff)})",
+                                hint="use another --out, or the same kind, data set, --steps and --set options")
+    state.setdefault("runs", {})
+    return state
+
+
+# ------------------------------------------------------------------------------ running
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns.
+
+    Args:
+        out_dir: the sweep folder.
+        rows: one dict per combination of the grid, ranked best first (failed runs last).
+        csv_path: ``results.csv``.
+        markdown_path: ``results.md``.
+        contact_sheet: ``contact_sheet.png``.
+        ran: run ids trained (or continued) by this call.
+        skipped: run ids already done before this call.
+    """
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    csv_path: Path
+    markdown_path: Path
+    contact_sheet: Path | None
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, steps: int,
+              out_dir: str | Path | None = None, settings: Mapping[str, Any] | None = None,
+              eval_n: int = 2000, seed: int = 0, cache_dir: str | Path | None = None,
+              classifier_options: Mapping[str, Any] | None = None,
+              progress: Callable[[str], None] | None = None) -> SweepResult:
+    """Train and evaluate every combination of ``grid``; write the ranked table and contact sheet.
+
+    Args:
+        kind: model kind (``cgan``, ``dcgan``, ...).
+        dataset: data set name.
+        grid: ``{option: [values]}`` over TrainConfig fields (:func:`parse_grid`).
+        steps: training steps per run.
+        out_dir: sweep folder (default ``sweeps/<kind>-<dataset>``).
+        settings: fixed TrainConfig options of every run (``image_size``, ``device``, ...).
+        eval_n: images generated per evaluation.
+        seed: evaluation seed (the training seed is the ``seed`` option, default 0).
+        cache_dir: reference-network cache folder.
+        classifier_options: :class:`~ganport.trainer.classifier.ClassifierSpec` overrides.
+        progress: called with one line per event (default: the module logger).
+
+    Returns:
+        A :class:`SweepResult`.
+
+    Raises:
+        InvalidInputError: a bad grid or setting, or ``out_dir`` holding a different sweep.
+        KeyboardInterrupt: a run was interrupted (its state is saved; rerun to continue).
+
+    Example:
+        >>> run_sweep("cgan", "digits", {"lr_g": [1e-4, 2e-4]}, steps=500)   # doctest: +SKIP
+    """
+    from ganport.trainer.config import TrainConfig
+
+    report = progress or logger.info
+    settings = dict(settings or {})
+    for name in list(grid) + list(settings):
+        if name in RESERVED or name not in _field_types():
+            raise InvalidInputError(f"unknown sweep option {name!r}", hint=f"valid options: {', '.join(settable_options())}")
+    overlap = sorted(set(grid) & set(settings))
+    if overlap:
+        raise InvalidInputError(f"option(s) {', '.join(overlap)} are both in the grid and fixed")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
+    combos = combinations(grid)
+    if not combos:
+        raise InvalidInputError("the grid is empty")
+    out = Path(out_dir) if out_dir is not None else Path("sweeps") / f"{kind}-{dataset}"
+    runs_dir = out / "runs"
+    configs = {}
+    for params in combos:  # validate every combination before training any
+        configs[run_id(params)] = TrainConfig(kind=kind, dataset=dataset, **{**settings, **params},
+                                              steps=steps, out_dir=str(runs_dir), run_name=run_id(params)).validate()
+    definition = {"kind": kind, "dataset": dataset, "steps": steps, "settings": settings, "eval_n": eval_n,
+                  "seed": seed}
+    state_path = out / STATE_NAME
+    state = _load_state(state_path, definition)
+    state["grid"] = {k: list(v) for k, v in grid.items()}
+    references: dict[str, Any] = {}
+    ran, skipped = [], []
+    for index, params in enumerate(combos, start=1):
+        rid = run_id(params)
+        entry = state["runs"].get(rid, {})
+        if entry.get("status") == "done":
+            skipped.append(rid)
+            report(f"[{index}/{len(combos)}] {rid}: done before, skipped")
+            continue
+        report(f"[{index}/{len(combos)}] {rid}: training {steps} steps")
+        entry = {"params": params, "status": "running"}
+        state["runs"][rid] = entry
+        _write_json_atomic(state_path, state)
+        ran.append(rid)
+        try:
+            entry.update(_train_and_evaluate(configs[rid], out, eval_n, seed, cache_dir, classifier_options,
+                                             references, report))
+        except KeyboardInterrupt:
+            entry["status"] = "interrupted"
+            _write_json_atomic(state_path, state)
+            raise
+        except (GanportError, RuntimeError, ValueError, FloatingPointError) as exc:
+            # One diverging or impossible combination must not sink the whole sweep.
+            logger.warning("run %s failed: %s", rid, exc)
+            entry.update(status="failed", error=str(exc).splitlines()[0][:300])
+        _write_json_atomic(state_path, state)
+        if entry["status"] == "done":
+            report(f"[{index}/{len(combos)}] {rid}: {_score_text(entry['metrics'])}")
+    rows = rank_runs([{"run": run_id(p), "params": p, **state["runs"][run_id(p)]} for p in combos])
+    state["ranking"] = [row["run"] for row in rows]
+    _write_json_atomic(state_path, state)
+    csv_path, md_path = write_tables(out, rows, list(grid), definition)
+    sheet = write_contact_sheet(out / "contact_sheet.png", rows)
+    report(f"results: {md_path}")
+    return SweepResult(out, rows, csv_path, md_path, sheet, ran, skipped)
+
+
+def _resume_or_fresh(config: Any) -> Any:
+    """Continue an interrupted run from its ``latest.pt``, or start it over when that is unusable."""
+    from ganport.trainer.checkpoint import load_checkpoint
+    from ganport.trainer.config import TrainConfig
+
+    run_dir = Path(config.out_dir) / config.run_name
+    latest = run_dir / "checkpoints" / "latest.pt"
+    if not (run_dir / "config.json").exists():
+        return config
+    try:
+        ckpt = load_checkpoint(latest)
+        resumed = TrainConfig.for_resume(ckpt["config"], str(latest), steps=config.steps)
+        if not resumed.conflicts_with(config.to_dict()):
+            logger.info("continuing %s from step %s", run_dir.name, ckpt.get("step"))
+            return resumed
+    except (CheckpointError, InvalidInputError, KeyError) as exc:
+        logger.warning("cannot continue %s (%s); training it again", run_dir, exc)
+    shutil.rmtree(run_dir)
+    return config
+
+
+def _train_and_evaluate(config: Any, out: Path, eval_n: int, seed: int, cache_dir: Any,
+                        classifier_options: Mapping[str, Any] | None, references: dict[str, Any],
+                        report: Callable[[str], None]) -> dict[str, Any]:
+    from ganport.trainer.evaluation import RealReference, classifier_spec_for, evaluate, open_source
+    from ganport.trainer.training import train
+
+    started = time.perf_counter()
+    result = train(_resume_or_fresh(config))
+    if result.interrupted:
+        raise KeyboardInterrupt(f"run {config.run_name} interrupted by {result.interrupted}")
+    train_seconds = time.perf_counter() - started
+    source = open_source(result.checkpoint)
+    spec = classifier_spec_for(source, **dict(classifier_options or {}))
+    if spec.key() not in references:  # one reference per image size: shared by the runs
+        references[spec.key()] = RealReference.build(spec, eval_n, cache_dir, report)
+    metrics = evaluate(source, n=eval_n, seed=seed, reference=references[spec.key()])
+    # The same latents (and labels) for every run, so the contact sheet compares like with like.
+    z = source.latents(SAMPLES_PER_RUN, seed)
+    labels = (np.arange(SAMPLES_PER_RUN) % source.n_classes).astype(np.int64) if source.conditional else None
+    grid = make_grid(to_uint8(source.generate(z, labels)), nrow=SAMPLE_COLUMNS)
+    samples = save_png(out / "samples" / f"{config.run_name}.png", grid)
+    return {"status": "done", "metrics": metrics, "checkpoint": str(result.checkpoint),
+            "run_dir": str(result.run_dir), "samples": str(samples), "train_seconds": round(train_seconds, 2),
+            "steps": result.step}
+
+
+# ------------------------------------------------------------------------------ ranking and tables
+
+
+def _score_text(metrics: Mapping[str, Any]) -> str:
+    parts = []
+    if "conditional_accuracy" in metrics:
+        parts.append(f"acc {metrics['conditional_accuracy']:.1%}")
+    parts.append(f"FD {metrics['fd']:.3g}")
+    if "reconstruction" in metrics:
+        parts.append(f"MSE {metrics['reconstruction']['mse']:.3g}")
+    return " ".join(parts)
+
+
+def rank_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best first: by conditional accuracy (higher) then FD (lower) where present, else FD.
+
+    Runs not done (failed, interrupted) go last, in grid order. Adds ``rank`` (1-based, None for
+    those).
+    """
+    done = [r for r in rows if r.get("status") == "done"]
+    rest = [r for r in rows if r.get("status") != "done"]
+
+    def key(row: dict[str, Any]) -> tuple[float, float]:
+        m = row["metrics"]
+        return (-m.get("conditional_accuracy", 0.0), m["fd"])
+
+    done.sort(key=key)
+    for i, row in enumerate(done, start=1):
+        row["rank"] = i
+    for row in rest:
+        row["rank"] = None
+    return done + rest
+
+
+def _columns(rows: list[dict[str, Any]], grid_names: list[str]) -> list[tuple[str, Callable[[dict], Any]]]:
+    metrics = [r["metrics"] for r in rows if r.get("status") == "done"]
+    has = lambda key: any(key in m for m in metrics)  # noqa: E731
+    metric = lambda key: (lambda r: r.get("metrics", {}).get(key))  # noqa: E731
+    cols: list[tuple[str, Callable[[dict], Any]]] = [("rank", lambda r: r.get("rank")), ("run", lambda r: r["run"])]
+    cols += [(name, (lambda n: lambda r: r["params"].get(n))(name)) for name in grid_names]
+    if has("conditional_accuracy"):
+        cols.append(("conditional_accuracy", metric("conditional_accuracy")))
+    cols += [("fd", metric("fd")), ("fd_real_vs_real", metric("fd_real_vs_real"))]
+    if has("precision"):
+        cols += [("precision", metric("precision")), ("recall", metric("recall"))]
+    if has("classes_covered"):
+        cols.append(("classes_covered", metric("classes_covered")))
+    if has("reconstruction"):
+        cols.append(("recon_mse", lambda r: r.get("metrics", {}).get("reconstruction", {}).get("mse")))
+    cols += [("train_seconds", lambda r: r.get("train_seconds")), ("status", lambda r: r.get("status")),
+             ("checkpoint", lambda r: r.get("checkpoint")), ("error", lambda r: r.get("error"))]
+    return cols
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_tables(out: Path, rows: list[dict[str, Any]], grid_names: list[str],
+                 definition: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``results.csv`` (full precision) and ``results.md`` (rounded) from ranked rows."""
+    cols = _columns(rows, grid_names)
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([name for name, _ in cols])
+        for row in rows:
+            writer.writerow(["" if (v := get(row)) is None else v for _, get in cols])
+    md_cols = [(n, g) for n, g in cols if n not in ("checkpoint",)]
+    ranked_by = ("conditional accuracy (higher is better), then FD" if any(n == "conditional_accuracy" for n, _ in cols)
+                 else "Fréchet distance in the reference network's features (lower is better)")
+    lines = [f"# Sweep: {definition['kind']} on {definition['dataset']}, {definition['steps']} steps per run", "",
+             f"Ranked by {ranked_by}. `fd_real_vs_real` is the FD of two halves of the real test images: "
+             "what a perfect generator would score.", "",
+             "| " + " | ".join(n for n, _ in md_cols) + " |", "|" + "---|" * len(md_cols)]
+    for row in rows:
+        cells = []
+        for name, get in md_cols:
+            value = get(row)
+            cells.append(f"{value:.2%}" if name == "conditional_accuracy" and value is not None else _cell(value))
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def write_contact_sheet(path: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """Every finished run's sample grid side by side, captioned with rank, settings and scores."""
+    from ganport.trainer.explore import caption_image, tile_images
+
+    tiles = []
+    for row in rows:
+        if row.get("status") != "done" or not Path(row.get("samples", "")).is_file():
+            continue
+        grid = decode_png(Path(row["samples"]).read_bytes())
+        lines = [f"#{row['rank']}"] + [f"{k}={_short(v)}" for k, v in row["params"].items()]
+        lines.append(_score_text(row["metrics"]))
+        tiles.append(caption_image(grid, lines))
+    if not tiles:
+        logger.warning("no finished run: no contact sheet")
+        return None
+    return save_png(path, tile_images(tiles, ncol=min(SHEET_COLUMNS, len(tiles))))
