@@ -14,10 +14,16 @@ one don't pay for it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+# One intra-op thread unless the caller chose otherwise: the tests' models are tiny, and on a
+# shared 2-core machine two OpenMP threads per process were measured up to 20x slower than one
+# (spinning threads starve each other). Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 #: Settings of the tiny runs: scikit-learn digits at 16x16 (10 classes, so conditional kinds
 #: work), 64 images, latent 8, batch 8, 3 steps. About 0.3 s per kind on 2 CPU cores.

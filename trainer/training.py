@@ -558,6 +558,7 @@ class _Trainer:
         cfg = self.config
         for model in self.models.values():
             model.train()
+        n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main,
                    dynamic_ncols=True, mininterval=0.5, file=sys.stderr, unit="step")
         window: list[dict[str, torch.Tensor]] = []
@@ -567,7 +568,7 @@ class _Trainer:
             while self.step < self.total_steps and not self._should_stop():
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start_batch)
-                bar.set_description(f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}")
+                bar.set_description(f"epoch {epoch + 1}/{n_epochs}", refresh=False)
                 for batch_index, (images, labels) in enumerate(self.loader, start=start_batch):
                     step_start = time.perf_counter()
                     images = images.to(self.device, non_blocking=True)
