@@ -33,9 +33,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
         world_size: number of processes.
 
     Example:
-        >>> s = ResumableBatchSampler(10, 4, seed=0); s.set_epoch(0, start_batch=1)
-        >>> len(list(s)), len(s)
-        (1, 2)
+        >>> s = ResumableBatchSampler(10, 4, seed=0); s.batches_per_epoch
+        2
+        >>> s.set_epoch(0, start_batch=1); len(list(s)), len(s)
+        (1, 1)
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
