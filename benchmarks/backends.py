@@ -120,6 +120,7 @@ def _pivot_table(description: str, device: str, rows: list[dict[str, Any]], batc
 
 def _add_headlines(result: dict[str, Any], name: str, device: str, rows: list[dict[str, Any]],
                    batches: tuple[int, ...]) -> None:
+    """onnxruntime/eager at the smallest and the largest batch."""
     for batch in dict.fromkeys((batches[0], batches[-1])):
         ort = next((r for r in rows if r.get("backend") == "onnx" and r.get("batch") == batch), None)
         if ort and "ratio_vs_eager" in ort:

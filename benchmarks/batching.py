@@ -66,6 +66,7 @@ def _batch_time(ctx: BenchContext, name: str) -> float:
 
 def _measure_server(ctx: BenchContext, name: str, max_batch: int, clients: tuple[int, ...],
                     settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Start one ``ganport serve --max-batch max_batch`` and load it with each client count."""
     package = ctx.zoo.package(name, ("onnx",))
     args = ["--max-batch", str(max_batch), "--max-delay-ms", str(MAX_DELAY_MS), "--threads", str(ctx.threads),
             "--metrics-port", "0", "--workers", str(settings["workers"])]
@@ -123,6 +124,7 @@ def _closed_loop(target: str, name: str, n_classes: int, n: int, settings: dict[
 
 
 def _table(name: str, rows: list[dict[str, Any]], clients: tuple[int, ...], batch_time: float) -> dict:
+    """One line per client count: both servers side by side and the throughput ratio."""
     body = []
     for n in clients:
         one = next(r for r in rows if r["clients"] == n and r["max_batch"] == 1)
@@ -140,6 +142,7 @@ def _table(name: str, rows: list[dict[str, Any]], clients: tuple[int, ...], batc
 
 def _add_headlines(result: dict[str, Any], name: str, rows: list[dict[str, Any]], clients: tuple[int, ...],
                    batch_time: float) -> None:
+    """The two targets at 32 clients (or the most clients measured): speed-up and p99 bound."""
     n = TARGET_CLIENTS if TARGET_CLIENTS in clients else max(clients)
     one = next(r for r in rows if r["clients"] == n and r["max_batch"] == 1)
     big = next(r for r in rows if r["clients"] == n and r["max_batch"] == max(MAX_BATCHES))

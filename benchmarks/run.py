@@ -32,6 +32,7 @@ logger = logging.getLogger("benchmarks.run")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The runner's command line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run, numbers not meaningful")
     parser.add_argument("--only", nargs="+", choices=BENCHMARK_NAMES, metavar="NAME",
@@ -82,6 +83,7 @@ def print_headlines(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks; returns the exit status (1 if any failed)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

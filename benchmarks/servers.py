@@ -135,6 +135,7 @@ class ServeProcess:
         return self
 
     def _pump(self) -> None:
+        """Forward the server's stdout lines to the start-up queue (None at EOF)."""
         assert self.proc is not None and self.proc.stdout is not None
         with self.proc.stdout:
             for line in self.proc.stdout:

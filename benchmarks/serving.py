@@ -61,6 +61,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
 
 
 def _measure_model(ctx: BenchContext, name: str, batches: tuple[int, ...], settings: dict[str, Any]) -> list[dict]:
+    """One row per batch: in-process rate, then the gRPC rate and ratio for each encoding."""
     gen = ctx.zoo.generator(name, "onnx", threads=ctx.threads, max_batch=SERVER_OPTIONS["max_batch"])
     bounds = {"seconds": settings["seconds_per_cell"], "max_calls": settings["max_calls_per_cell"],
               "min_calls": ctx.pick(1, 3), "warmup": ctx.pick(1, 3)}

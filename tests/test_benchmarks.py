@@ -135,3 +135,14 @@ def test_prometheus_value():
     assert prometheus_value(text, "ganport_batch_size_count", {"model": "a"}) == 4.0
     assert prometheus_value(text, "ganport_batch_size_sum") == 17.0
     assert prometheus_value(text, "ganport_missing", {"model": "a"}) == 0.0
+
+
+def test_docstring_examples():
+    import doctest
+
+    import benchmarks.common
+    import benchmarks.servers
+
+    for module in (benchmarks.common, benchmarks.servers):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
