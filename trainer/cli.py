@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU (default off)")
     parser.add_argument("--dataset-option", dest="dataset_option", action="append", default=None,
-                        metavar="KEY=VALUE", help="data-set option (repeatable), e.g. palettes=3")
+                        metavar="KEY=VALUE", help="data-set option (repeatable), e.g. palette=3")
     parser.add_argument("--resume", default=None, metavar="PATH",
                         help="continue from a checkpoint, in its run directory; options left out are "
                              "taken from the checkpoint")

@@ -48,7 +48,7 @@ class TrainConfig:
         data_root: folder holding the files of a file-based data set (mnist, cifar10, folder...).
         image_size: resize images to this square size (None: the data set's default).
         n_samples: use at most this many images (None: all), a deterministic subset.
-        dataset_options: extra data-set options (e.g. ``{"palettes": 3}``), validated by the loader.
+        dataset_options: extra data-set options (e.g. ``{"palette": 3}``), validated by the loader.
         latent_dim: length of the latent vector z.
         batch_size: images per step (per process under torchrun).
         epochs: passes over the data set (ignored when ``steps`` is set).
