@@ -84,8 +84,10 @@ def uint8_to_batch(images: np.ndarray, encoding: int) -> pb.ImageBatch:
     """Pack uint8 ``[N, H, W, C]`` images as ``PNG`` or ``RAW_UINT8``."""
     images = np.asarray(images, dtype=np.uint8)
     if encoding == PNG:
+        # Level 1: small generated images compress to the same size as at level 6 in a
+        # quarter of the time, and PNG encoding dominated serving cost in the benchmarks.
         return pb.ImageBatch(encoding=PNG, shape=list(images.shape),
-                             png=[encode_png(image) for image in images])
+                             png=[encode_png(image, compress_level=1) for image in images])
     if encoding == RAW_UINT8:
         return pb.ImageBatch(encoding=RAW_UINT8, shape=list(images.shape),
                              data=np.ascontiguousarray(images).tobytes())
