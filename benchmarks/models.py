@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ganport.runtime.backends import _TorchBackend
+from ganport.runtime.backends import TorchModuleBackend
 
 logger = logging.getLogger(__name__)
 
@@ -162,10 +162,10 @@ class ModelZoo:
         return Generator.load(package, backend=backend, device=device, threads=threads, max_batch=max_batch)
 
 
-class EagerBackend(_TorchBackend):
+class EagerBackend(TorchModuleBackend):
     """A runtime backend that runs a checkpoint's generator ``nn.Module`` in eager PyTorch.
 
-    It inherits ``__call__`` from :class:`ganport.runtime.backends._TorchBackend`, the exact code
+    It inherits ``__call__`` from :class:`ganport.runtime.backends.TorchModuleBackend`, the exact code
     the TorchScript and pt2 backends run, so the measured difference is the engine alone.
 
     Args:

@@ -257,7 +257,7 @@ def _decode_extra_files(extra: Mapping[str, Any]) -> dict[str, str]:
     return text
 
 
-class _TorchBackend(Backend):
+class TorchModuleBackend(Backend):
     """Shared call path of the TorchScript and pt2 backends."""
 
     def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
@@ -306,7 +306,7 @@ class _TorchBackend(Backend):
         return output.detach().to("cpu").numpy().astype(np.float32, copy=False)
 
 
-class TorchScriptBackend(_TorchBackend):
+class TorchScriptBackend(TorchModuleBackend):
     """A TorchScript ``.ts`` file via ``torch.jit.load``."""
 
     name = "torchscript"
@@ -316,7 +316,7 @@ class TorchScriptBackend(_TorchBackend):
         return module.eval()
 
 
-class Pt2Backend(_TorchBackend):
+class Pt2Backend(TorchModuleBackend):
     """A ``torch.export`` program (``.pt2``) via ``torch.export.load(...).module()``."""
 
     name = "pt2"
