@@ -39,8 +39,10 @@ WORDS = ("HELLO WORLD", "ganport 2026")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    parser.add_argument("--epochs", type=int, default=12,
-                        help="training epochs over glyphs (default 12: about 4 minutes on 2 CPU cores)")
+    parser.add_argument("--steps", type=int, default=4000,
+                        help="training steps at batch 64 (default 4000: about 3 minutes on one CPU core)")
+    parser.add_argument("--ema", type=float, default=0.999,
+                        help="generator EMA decay (default 0.999: smoother glyphs than the raw weights)")
     parser.add_argument("--per-class", type=int, default=400, help="glyph samples per class (default 400)")
     parser.add_argument("--seed", type=int, default=0, help="seed for training and requests")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -78,22 +80,27 @@ def wait_serving(client: GanportClient, timeout: float = 60.0) -> None:
     raise SystemExit("server never reported health SERVING")
 
 
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement so 28-pixel glyphs are visible in the README."""
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def request_pictures(client: GanportClient, out: Path, seed: int) -> dict[str, float]:
     """Ask the server for the grid, words and interpolation strip; return throughput figures."""
     info = client.get_model(MODEL_NAME)
     classes = list(info.class_names)
-    per_class = 8
-    # One row per class: labels 0,0,..(8x),1,1,... so the grid reads like a type specimen.
-    labels = np.repeat(np.arange(len(classes)), per_class).tolist()
+    samples, columns = 4, 31
+    # Class-major rows of 31: each pair of rows is one full specimen 0-9 A-Z a-z.
+    labels = [label for _ in range(samples) for label in range(len(classes))]
     start = time.perf_counter()
     images = client.generate(MODEL_NAME, len(labels), seed=seed, labels=labels, encoding="uint8")
     grid_seconds = time.perf_counter() - start
-    save_png(out / "grid.png", make_grid(images, nrow=per_class))
-    print(f"  grid.png: {len(classes)} classes x {per_class} samples "
+    save_png(out / "grid.png", upscale(make_grid(images, nrow=columns), 2))
+    print(f"  grid.png: {len(classes)} classes x {samples} samples "
           f"({len(labels) / grid_seconds:,.0f} images/s over gRPC)")
 
     for i, word in enumerate(WORDS):
-        picture = client.render_word(MODEL_NAME, word, seed=seed + i, noise="per-glyph")
+        picture = client.render_word(MODEL_NAME, word, seed=seed + i, noise="per-glyph", height=56)
         name = "word_" + re.sub(r"[^a-z0-9]+", "_", word.lower()).strip("_") + ".png"
         save_png(out / name, picture)
         print(f"  {name}: {word!r}")
@@ -102,7 +109,7 @@ def request_pictures(client: GanportClient, out: Path, seed: int) -> dict[str, f
     path = interpolate_latents(z[0], z[1], 10)
     rows = [client.decode(MODEL_NAME, path, labels=[label] * len(path))
             for label in ("A", "g", "7")]
-    save_png(out / "interpolation.png", make_grid(np.concatenate(rows), nrow=len(path)))
+    save_png(out / "interpolation.png", upscale(make_grid(np.concatenate(rows), nrow=len(path)), 2))
     print("  interpolation.png: latent walks for 'A', 'g', '7' (Decode RPC)")
 
     # Throughput: many concurrent single-image clients let the dynamic batcher merge requests.
@@ -124,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    print(f"[1/4] training a cGAN on glyphs ({args.epochs} epochs) ...", flush=True)
+    print(f"[1/4] training a cGAN on glyphs ({args.steps} steps) ...", flush=True)
     started = time.perf_counter()
-    result = train(TrainConfig(kind="cgan", dataset="glyphs", epochs=args.epochs, seed=args.seed,
+    result = train(TrainConfig(kind="cgan", dataset="glyphs", steps=args.steps, ema=args.ema, seed=args.seed,
                                dataset_options={"per_class": args.per_class}, device=args.device,
                                out_dir=str(out / "runs"), run_name="glyphs-cgan",
                                sample_interval=1000, checkpoint_interval=1000))
