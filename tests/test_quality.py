@@ -110,11 +110,15 @@ def test_reference_classifier_is_accurate_cached_and_weights_only(reference, cac
     assert ClassifierSpec("digits", SIZE, epochs=1).cache_name() != path.name
 
 
-def test_corrupt_cache_file_is_retrained(tmp_path):
+def test_corrupt_or_mismatched_cache_file_is_retrained(tmp_path, reference):
     spec = ClassifierSpec("digits", SIZE, train_n=100, epochs=1)
     (tmp_path / spec.cache_name()).write_bytes(b"not a checkpoint")
     clf = get_classifier(spec, tmp_path, progress=lambda _: None)
     assert load_classifier(clf.path).test_metrics == clf.test_metrics
+    assert load_classifier(clf.path).spec == spec
+    # A valid file of other options under this name is not trusted either.
+    (tmp_path / spec.cache_name()).write_bytes(reference.classifier.path.read_bytes())
+    assert get_classifier(spec, tmp_path, progress=lambda _: None).spec == spec
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -151,8 +155,8 @@ def test_perfect_generator_scores_high_and_untrained_one_low(reference):
     assert good["conditional_accuracy"] == pytest.approx(reference.classifier.test_metrics["accuracy"], abs=0.03)
     assert untrained["conditional_accuracy"] < 0.3  # chance 0.1
     assert set(good["per_class_accuracy"]) == {str(d) for d in range(10)}
-    # FD: the perfect generator is near real-vs-real, the untrained one far above.
-    assert good["fd"] < 2 * good["fd_real_vs_real"] + 1.0
+    # FD: the perfect generator is near real-vs-real at equal sample sizes, the untrained one far above.
+    assert good["fd_equal_n"] < 2 * good["fd_real_vs_real"]
     assert untrained["fd"] > 10 * good["fd"]
     assert good["precision"] > 0.8 and good["recall"] > 0.5
     assert untrained["precision"] < 0.2
@@ -165,13 +169,8 @@ def test_evaluate_during_training_returns_loggable_floats(reference, cache_dir):
     config = TrainConfig(kind="cgan", dataset="digits", image_size=SIZE, latent_dim=8)
     info = DataInfo("digits", [str(d) for d in range(10)], [1, SIZE, SIZE])
     generator = RealImageGenerator(reference.images, reference.labels, 10).train()
-    # The reference is looked up by the spec the loop would build (no classifier options there):
-    # give it this module's cached classifier under that spec's file name.
-    spec = ClassifierSpec("digits", SIZE)
-    target = cache_dir / spec.cache_name()
-    if not target.exists():
-        target.write_bytes(reference.classifier.path.read_bytes())
-    row = evaluate_during_training(config, info, generator, n=200, cache_dir=cache_dir)
+    row = evaluate_during_training(config, info, generator, n=200, cache_dir=cache_dir,
+                                   classifier_options={"epochs": CLF_EPOCHS})
     assert {"eval_fd", "eval_fd_real", "eval_cond_acc", "eval_seconds"} <= set(row)
     assert all(isinstance(v, float) for v in row.values())
     assert row["eval_cond_acc"] > 0.9
@@ -190,12 +189,15 @@ def _eval_cli(model: Path, out: Path, cache_dir: Path, *extra: str) -> dict:
 
 def test_eval_cli_on_a_tiny_cgan_checkpoint(tiny_checkpoint, reference, cache_dir, tmp_path, capsys):
     results = _eval_cli(tiny_checkpoint("cgan"), tmp_path / "eval.json", cache_dir)
-    expected = {"model", "kind", "dataset", "n_generated", "n_real", "classifier", "fd", "fd_real_vs_real",
+    expected = {"model", "kind", "dataset", "n_generated", "n_real", "classifier", "fd", "fd_equal_n",
+                "fd_real_vs_real", "fd_half_n",
                 "precision", "recall", "conditional_accuracy", "per_class_accuracy", "seconds"}
     assert expected <= set(results)
     assert results["kind"] == "cgan" and results["n_generated"] == 200
     assert results["classifier"]["path"] == str(reference.classifier.path)  # the cached one
     assert 0.0 <= results["conditional_accuracy"] <= 1.0 and len(results["per_class_accuracy"]) == 10
+    assert results["per_class_accuracy_real"] == dict(zip(
+        [str(d) for d in range(10)], reference.classifier.test_metrics["per_class_accuracy"]))
     assert results["n_real"] == 200 and results["fd_real_vs_real"] > 0  # halves of 200 real images
     out = capsys.readouterr().out
     assert "conditional accuracy" in out and "real vs real" in out
@@ -266,8 +268,8 @@ def test_sweep_of_four_runs_ranks_writes_and_resumes(reference, cache_dir, tmp_p
 
     grid = parse_grid(["lr_g=1e-4,2e-4", "batch-size=8,16"])
     assert grid == {"lr_g": [1e-4, 2e-4], "batch_size": [8, 16]}
-    kwargs = dict(steps=2, out_dir=tmp_path / "sweep", settings=TINY_TRAIN, eval_n=100, cache_dir=cache_dir,
-                  classifier_options={"epochs": CLF_EPOCHS}, progress=lambda _: None)
+    kwargs = {"steps": 2, "out_dir": tmp_path / "sweep", "settings": TINY_TRAIN, "eval_n": 100,
+              "cache_dir": cache_dir, "classifier_options": {"epochs": CLF_EPOCHS}, "progress": lambda _: None}
     result = run_sweep("cgan", "digits", grid, **kwargs)
     assert len(result.ran) == 4 and not result.skipped
     assert [row["rank"] for row in result.rows] == [1, 2, 3, 4]
@@ -343,13 +345,16 @@ def test_fractal_experiment_on_a_tiny_aae(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "fractal"
     assert main(["explore", "--fractal", str(ckpt), "--out", str(out), "-n", "4", "--fit-n", "16"]) == 0
     summary = json.loads((out / "fractal_summary.json").read_text())
-    for key in ("mse_direct", "mse_affine", "mse_reconstruction", "mse_unrelated"):
+    for key in ("mse_direct", "mse_direct_control", "mse_affine", "mse_affine_control", "mse_reconstruction",
+                "mse_mean_image"):
         assert np.isfinite(summary[key]) and summary[key] >= 0
+    assert summary["n_eval"] == 256  # the means use more held-out vectors than the table shows
     assert set(summary["r2_params_from_codes"]) == {"a", "b", "c", "d"}
     assert "sqrt(12)" in summary["normalisation"] and summary["verdict"]
     with (out / "fractal_mse.csv").open() as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:5] == ["index", "a", "b", "c", "d"] and len(rows) == 1 + 4 + 1  # header, 4 vectors, mean
+    assert rows[-1][0] == "mean of 256"
     picture = decode_png((out / "fractal_side_by_side.png").read_bytes())
     assert picture.shape[0] > 4 * SIZE and picture.shape[1] > 4 * SIZE
     assert "R²" in capsys.readouterr().out

@@ -7,7 +7,9 @@
 - **Fréchet distance** (FD) between real test images and generated images in the reference
   network's penultimate features (the FID recipe with a home-made feature extractor), printed
   beside the **real-vs-real** value (two disjoint halves of the real test images), which is what
-  a perfect generator would score at that sample size;
+  a perfect generator would score. FD shrinks as samples grow, so the generated side is also
+  measured at the real halves' size (``fd_equal_n``): that number, not ``fd``, is the one to
+  hold against ``fd_real_vs_real``;
 - **precision / recall** (Kynkäänniemi et al. 2019): the share of generated images inside the
   k-NN balls of the real features (fidelity) and of real images inside the balls of the
   generated features (coverage);
@@ -334,7 +336,9 @@ class RealReference:
         labels: their labels (labelled sets) or None.
         features: their features ``[N, D]``.
         outputs: their logits / parameter estimates.
-        fd_real_vs_real: FD between two disjoint halves of ``features``.
+        fd_real_vs_real: FD between two disjoint halves A and B of ``features``.
+        half_a: indices of half A (the real side of the equal-size comparison).
+        dataset: data set name.
     """
 
     classifier: ReferenceClassifier
@@ -343,6 +347,7 @@ class RealReference:
     features: np.ndarray
     outputs: np.ndarray
     fd_real_vs_real: float
+    half_a: np.ndarray
     dataset: str
 
     @classmethod
@@ -360,7 +365,15 @@ class RealReference:
         order = np.random.default_rng(_REAL_SPLIT_SEED).permutation(len(features))
         half = len(order) // 2
         fd_rr = feature_frechet_distance(features[order[:half]], features[order[half:2 * half]])
-        return cls(classifier, images, labels, features, outputs, fd_rr, spec.dataset)
+        return cls(classifier, images, labels, features, outputs, fd_rr, order[:half], spec.dataset)
+
+    def fd_at_real_vs_real_size(self, fake_features: np.ndarray) -> float:
+        """FD between real half A and as many generated samples as half B holds.
+
+        FD is biased upwards by small samples, so only this number compares like with like
+        with :attr:`fd_real_vs_real` (same sample sizes on both sides).
+        """
+        return feature_frechet_distance(self.features[self.half_a], fake_features[:len(self.half_a)])
 
 
 def classifier_spec_for(source: ModelSource, dataset: str | None = None,
@@ -439,8 +452,10 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
 
     Returns:
         A JSON-able dict: ``model``, ``kind``, ``dataset``, ``n_generated``, ``n_real``,
-        ``classifier`` (path, task, test metrics), ``fd``, ``fd_real_vs_real``, ``precision``,
-        ``recall``; conditional kinds ``conditional_accuracy`` and ``per_class_accuracy``
+        ``classifier`` (path, task, test metrics), ``fd`` (all generated vs all real images),
+        ``fd_equal_n`` (half the real images vs as many generated ones) beside
+        ``fd_real_vs_real`` (one real half vs the other; both at ``fd_half_n`` samples per side),
+        ``precision``, ``recall``; conditional kinds ``conditional_accuracy`` and ``per_class_accuracy``
         (class name -> share); unconditional kinds on labelled sets ``class_histogram``,
         ``classes_covered``; AAE ``reconstruction`` (``mse``, ``psnr``, ``n``) and ``latent``
         (``mean``, ``std``, per-dimension lists); ``seconds``.
@@ -478,7 +493,9 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
                        "n_test": clf.test_metrics.get("n_test"),
                        "feature_dim": int(fake_features.shape[1])},
         "fd": feature_frechet_distance(reference.features, fake_features),
+        "fd_equal_n": reference.fd_at_real_vs_real_size(fake_features),
         "fd_real_vs_real": reference.fd_real_vs_real,
+        "fd_half_n": int(len(reference.half_a)),
     }
     if source.conditional:
         predicted = fake_outputs.argmax(axis=1)
@@ -486,6 +503,11 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
         results["conditional_accuracy"] = float(correct.mean())
         results["per_class_accuracy"] = {name: float(correct[labels == k].mean())
                                          for k, name in enumerate(source.class_names)}
+        # The judge's own accuracy per class on real images: a generated class cannot be
+        # expected to score above it (glyphs: l/I/1 and 0/O are the same shape in some fonts).
+        real_per_class = clf.test_metrics.get("per_class_accuracy") or []
+        if len(real_per_class) == source.n_classes:
+            results["per_class_accuracy_real"] = dict(zip(source.class_names, map(float, real_per_class)))
     elif clf.task == "classification":
         # Mode coverage of an unconditional model: which classes its samples look like.
         predicted = fake_outputs.argmax(axis=1)
@@ -547,11 +569,15 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "conditional_accuracy" in results:
         rows.append(("conditional accuracy", _fmt(results["conditional_accuracy"], pct=True)))
         per_class = results.get("per_class_accuracy", {})
+        real = results.get("per_class_accuracy_real", {})
         if per_class:
             worst = sorted(per_class.items(), key=lambda item: item[1])[:5]
-            rows.append(("worst classes", ", ".join(f"{k} {v:.0%}" for k, v in worst)))
-    rows.append(("FD generated vs real", f"{_fmt(results.get('fd'))}  (real vs real: "
-                                         f"{_fmt(results.get('fd_real_vs_real'))})"))
+            rows.append(("worst classes (real images)", ", ".join(
+                f"{k} {v:.0%}" + (f" ({real[k]:.0%})" if k in real else "") for k, v in worst)))
+    rows.append(("FD generated vs real (all samples)", _fmt(results.get("fd"))))
+    half = results.get("fd_half_n")
+    rows.append((f"FD at {half} vs {half} samples", f"{_fmt(results.get('fd_equal_n'))}  "
+                 f"(real vs real: {_fmt(results.get('fd_real_vs_real'))})"))
     if "precision" in results:
         rows.append(("precision / recall (k=3)", f"{results['precision']:.3f} / {results['recall']:.3f}"))
     if "classes_covered" in results:
@@ -583,14 +609,40 @@ def format_report(results: Mapping[str, Any]) -> str:
 _REFERENCES: dict[tuple[str, int, str], RealReference] = {}
 
 
+def _training_source(config: Any, info: Any, generator: nn.Module, encoder: nn.Module | None) -> ModelSource:
+    return source_from_modules(config.kind, generator, latent_dim=config.latent_dim,
+                               class_names=list(info.class_names) if config.kind in CONDITIONAL_KINDS else [],
+                               image_shape=list(info.image_shape), encoder=encoder, dataset=config.dataset,
+                               dataset_options=config.dataset_options, data_root=config.data_root,
+                               description=f"{config.kind} in training")
+
+
+def prepare_evaluation(config: Any, info: Any, *, n: int = 2000, cache_dir: str | Path | None = None,
+                       classifier_options: Mapping[str, Any] | None = None) -> RealReference:
+    """Train (or load) the reference network and embed the real images before training starts.
+
+    Optional: :func:`evaluate_during_training` does this on its first call, but calling it at
+    set-up keeps a first-time classifier training (a minute or two on a CPU) out of the loop,
+    where it would stall the other ranks under torchrun. Same arguments as there.
+    """
+    spec = classifier_spec_for(_training_source(config, info, nn.Identity(), None),
+                               **dict(classifier_options or {}))
+    key = (spec.key(), int(n), str(cache_dir))
+    if key not in _REFERENCES:
+        _REFERENCES[key] = RealReference.build(spec, n, cache_dir)
+    return _REFERENCES[key]
+
+
 def evaluate_during_training(config: Any, info: Any, generator: nn.Module, encoder: nn.Module | None = None,
                              *, n: int = 2000, seed: int = 0, cache_dir: str | Path | None = None,
-                             precision_recall_samples: int = 0) -> dict[str, float]:
+                             precision_recall_samples: int = 0,
+                             classifier_options: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Periodic evaluation for the training loop: flat, loggable numbers.
 
     Call on rank 0 every N epochs with the generator the samples show (the EMA module when EMA
-    is on), and merge the returned dict into the metrics row. The reference network is trained
-    on first use (cached on disk) and the real features are computed once per process.
+    is on), and write the returned dict as a metrics row. The reference network is trained on
+    first use (cached on disk, see :func:`prepare_evaluation`) and the real features are
+    computed once per process.
 
     Args:
         config: the run's :class:`~ganport.trainer.config.TrainConfig` (kind, dataset, data_root,
@@ -598,39 +650,34 @@ def evaluate_during_training(config: Any, info: Any, generator: nn.Module, encod
         info: the run's :class:`~ganport.trainer.datasets.DataInfo` (class names, image shape).
         generator: the generator module (any device; switched to eval mode and back).
         encoder: the AAE encoder, for reconstruction metrics.
-        n: images to generate (2000 keeps it to a few seconds on a CPU).
+        n: images to generate (2000 takes a few seconds on a CPU for 28x28 models).
         seed: latent seed (fixed, so successive evaluations are comparable).
         cache_dir: reference-network cache folder (default ``~/.cache/ganport/classifiers``).
         precision_recall_samples: samples for precision/recall (0 = skip, the default here).
+        classifier_options: :class:`~ganport.trainer.classifier.ClassifierSpec` overrides.
 
     Returns:
-        ``{"eval_fd": ..., "eval_fd_real": ...}`` plus ``eval_cond_acc`` (conditional kinds),
+        ``{"eval_fd": ..., "eval_fd_equal_n": ..., "eval_fd_real": ...}`` plus ``eval_cond_acc`` (conditional kinds),
+        ``eval_classes_covered`` (unconditional kinds on labelled sets),
         ``eval_precision``/``eval_recall`` (when asked), ``eval_recon_mse``, ``eval_z_mean``,
         ``eval_z_std`` (AAE), ``eval_seconds``; all floats.
 
     Example (inside the loop, after the step counter moved)::
 
-        if cfg.eval_every and self.step % (cfg.eval_every * self.steps_per_epoch) == 0 and self.ctx.is_main:
+        if cfg.eval_every and self.ctx.is_main and self.step % (cfg.eval_every * self.steps_per_epoch) == 0:
             generator = self.ema.module if self.ema is not None else self.nets["generator"]
-            row.update(evaluate_during_training(cfg, self.info, generator, self.nets.get("encoder")))
+            row = evaluate_during_training(cfg, self.info, generator, self.nets.get("encoder"))
     """
-    source = source_from_modules(config.kind, generator, latent_dim=config.latent_dim,
-                                 class_names=list(info.class_names) if config.kind in CONDITIONAL_KINDS else [],
-                                 image_shape=list(info.image_shape), encoder=encoder, dataset=config.dataset,
-                                 dataset_options=config.dataset_options, data_root=config.data_root,
-                                 description=f"{config.kind} in training")
-    spec = classifier_spec_for(source)
-    key = (spec.key(), int(n), str(cache_dir))
-    if key not in _REFERENCES:
-        _REFERENCES[key] = RealReference.build(spec, n, cache_dir)
-    results = evaluate(source, n=n, seed=seed, reference=_REFERENCES[key],
+    reference = prepare_evaluation(config, info, n=n, cache_dir=cache_dir, classifier_options=classifier_options)
+    results = evaluate(_training_source(config, info, generator, encoder), n=n, seed=seed, reference=reference,
                        precision_recall_samples=precision_recall_samples)
     return flatten_for_log(results)
 
 
 def flatten_for_log(results: Mapping[str, Any]) -> dict[str, float]:
     """The scalar metrics of :func:`evaluate` results under ``eval_*`` names (metrics.jsonl, TensorBoard)."""
-    out = {"eval_fd": float(results["fd"]), "eval_fd_real": float(results["fd_real_vs_real"])}
+    out = {"eval_fd": float(results["fd"]), "eval_fd_equal_n": float(results["fd_equal_n"]),
+           "eval_fd_real": float(results["fd_real_vs_real"])}
     if "conditional_accuracy" in results:
         out["eval_cond_acc"] = float(results["conditional_accuracy"])
     if "classes_covered" in results:

@@ -284,39 +284,60 @@ def _per_image_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a.astype(np.float64) - b) ** 2).reshape(len(a), -1).mean(axis=1)
 
 
+#: Held-out parameter vectors the mean MSEs and R² are computed on (at least; ``n`` if larger).
+FRACTAL_EVAL_N = 256
+#: Kinds of comparison against FD(v), in table order: name -> what is compared.
+MSE_COLUMNS = {
+    "direct": "G(v_hat)",
+    "direct_control": "G(v_hat') for another vector v'",
+    "affine": "G(A v_hat + b), A and b fitted by least squares on other vectors",
+    "affine_control": "G(A v_hat' + b) for another vector v'",
+    "reconstruction": "G(E(FD(v))), the AAE's own reconstruction",
+    "mean_image": "the mean attractor image (best constant guess under MSE)",
+}
+
+
 def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: int = 512, seed: int = 0,
                        iterations: int | None = None) -> dict[str, Any]:
     """Does an AAE trained on ``fractal-dream`` recover the attractor's parameter space?
 
-    For held-out parameter vectors ``v`` (test split of ``fractal-dream``, so every ``v`` shows an
-    attractor) with images ``FD(v)`` (identical to :func:`render_attractor`), compare:
+    Parameter vectors ``v`` come from the ``fractal-dream`` test split (so every ``v`` shows an
+    attractor); their images ``FD(v)`` are identical to :func:`render_attractor`'s. For each
+    held-out ``v`` the experiment compares with ``FD(v)``:
 
     - ``G(v_hat)``: the decoder fed the normalised parameters directly (:func:`normalise_params`)
-      — the report's question: is the AAE's latent space the parameter space?
+      — the report's question: *is* the AAE's latent space the parameter space?
     - ``G(A v_hat + b)``: the decoder fed the best affine map from parameters to codes, fitted by
-      least squares on ``fit_n`` other vectors (the latent space may be the parameter space up to
-      a rotation / scaling, which an AAE cannot be expected to pin down);
+      least squares on ``fit_n`` other vectors — the latent space may be the parameter space up
+      to a rotation and scaling, which an AAE cannot be expected to pin down;
     - ``G(E(FD(v)))``: the AAE's own reconstruction (what the decoder can do at all);
-    - an unrelated attractor ``FD(v')`` (``v`` shuffled): the MSE of "no correspondence".
+    - controls: the same decoders fed *another* vector's input (``v'``), and the mean image.
+      MSE rewards blurry averages, so a number means something only next to its control: a
+      latent correspondence shows as ``mse_direct`` (or ``mse_affine``) clearly below
+      ``mse_direct_control`` (``mse_affine_control``).
 
-    And ``E(FD(v))`` against ``v_hat``: the correlation matrix and the R² of the best affine map
-    from codes back to parameters (held out), per parameter.
+    And ``E(FD(v))`` against ``v_hat``: the correlation matrix, and the R² (held out) of the best
+    affine map from codes back to parameters, per parameter.
 
     Args:
         source: an AAE :class:`~ganport.trainer.evaluation.ModelSource` with ``latent_dim`` 4.
         out_dir: output folder.
-        n: parameter vectors in the picture and the MSE table.
+        n: parameter vectors in the picture and the per-vector MSE table.
         fit_n: parameter vectors used to fit the affine maps.
         seed: seed of the parameter draw.
         iterations: attractor iterations (default: the model's training option, else 200).
 
     Returns:
         The summary (also written as ``fractal_summary.json``): ``normalisation``, mean MSEs
-        (``mse_direct``, ``mse_affine``, ``mse_reconstruction``, ``mse_unrelated``),
-        ``r2_params_from_codes``, ``correlation`` (codes x params), ``verdict``, ``files``.
+        ``mse_<name>`` for every :data:`MSE_COLUMNS` entry over ``max(n, 256)`` held-out
+        vectors, ``r2_params_from_codes``, ``correlation`` (codes x params), ``verdict``,
+        ``files``.
 
     Raises:
         InvalidInputError: not an AAE, or latent_dim is not 4.
+
+    Example:
+        >>> fractal_experiment(open_source("aae.pt"), "out/fractal")["verdict"]   # doctest: +SKIP
     """
     from ganport.trainer.datasets import load_dataset
     from ganport.trainer.datasets.fractal import DEFAULT_ITERATIONS, PARAM_NAMES
@@ -330,35 +351,40 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
                                 hint="ganport train aae --dataset fractal-dream --latent-dim 4")
     if source.dataset and source.dataset != "fractal-dream":
         logger.warning("this AAE was trained on %r, not fractal-dream", source.dataset)
-    for name, value in (("n", n), ("fit_n", fit_n)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name == "n" else 8):
-            raise InvalidInputError(f"{name} must be an integer >= {2 if name == 'n' else 8}, got {value!r}")
+    for name, value, low in (("n", n, 2), ("fit_n", fit_n, 8)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
     channels, size = int(source.image_shape[0]), int(source.image_shape[1])
     iterations = int(iterations or source.dataset_options.get("iterations", DEFAULT_ITERATIONS))
-    data = load_dataset("fractal-dream", image_size=size, n=n + fit_n, seed=seed, split="test",
+    n_eval = max(n, FRACTAL_EVAL_N)
+    data = load_dataset("fractal-dream", image_size=size, n=n_eval + fit_n, seed=seed, split="test",
                         palette=channels, iterations=iterations)
+    held, fit = slice(0, n_eval), slice(n_eval, None)
     v_all = data.params
     v_hat_all = normalise_params(v_all)
     codes_all = source.encode(data.images)
-    fit, show = slice(n, None), slice(0, n)
 
     to_codes = _affine_fit(v_hat_all[fit], codes_all[fit])      # parameters -> codes
     to_params = _affine_fit(codes_all[fit], v_hat_all[fit])     # codes -> parameters
-    target = data.images[show]
-    v_hat = v_hat_all[show]
+    target, v_hat = data.images[held], v_hat_all[held]
+    other = np.roll(np.arange(n_eval), 1)  # v' = the previous vector (a random other one)
     direct = source.generate(v_hat)
     affine = source.generate(_affine_apply(to_codes, v_hat))
-    recon = source.generate(codes_all[show])
-    unrelated = np.roll(target, 1, axis=0)  # each v paired with another v's attractor
-    mse = {"direct": _per_image_mse(direct, target), "affine": _per_image_mse(affine, target),
-           "reconstruction": _per_image_mse(recon, target), "unrelated": _per_image_mse(unrelated, target)}
-    r2 = _r2(v_hat, _affine_apply(to_params, codes_all[show]))
+    recon = source.generate(codes_all[held])
+    mean_image = np.broadcast_to(data.images[fit].mean(axis=0), target.shape)
+    mse = {"direct": _per_image_mse(direct, target), "direct_control": _per_image_mse(direct[other], target),
+           "affine": _per_image_mse(affine, target), "affine_control": _per_image_mse(affine[other], target),
+           "reconstruction": _per_image_mse(recon, target), "mean_image": _per_image_mse(mean_image, target)}
+    r2 = _r2(v_hat, _affine_apply(to_params, codes_all[held]))
     corr = np.corrcoef(codes_all.T, v_hat_all.T)[:4, 4:]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"side_by_side": _fractal_picture(out / "fractal_side_by_side.png", target, direct, affine, recon)}
-    files["mse_csv"], files["mse_md"] = _fractal_mse_tables(out, v_all[show], mse)
+    show = slice(0, n)
+    files = {"side_by_side": _fractal_picture(out / "fractal_side_by_side.png", target[show], direct[show],
+                                              affine[show], recon[show])}
+    files["mse_csv"], files["mse_md"] = _fractal_mse_tables(out, v_all[show], {k: v[show] for k, v in mse.items()},
+                                                            {k: float(v.mean()) for k, v in mse.items()}, n_eval)
     files["latent_csv"] = out / "fractal_latent.csv"
     with files["latent_csv"].open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -366,13 +392,14 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
                          *(f"z{i}" for i in range(source.latent_dim)), "held_out"])
         for i in range(len(v_all)):
             writer.writerow([i, *np.round(v_all[i], 5), *np.round(v_hat_all[i], 5), *np.round(codes_all[i], 5),
-                             int(i < n)])
+                             int(i < n_eval)])
     means = {f"mse_{k}": float(v.mean()) for k, v in mse.items()}
     summary = {
-        "model": source.description, "n": n, "fit_n": fit_n, "seed": seed, "iterations": iterations,
-        "image_shape": list(source.image_shape),
+        "model": source.description, "n": n, "n_eval": n_eval, "fit_n": fit_n, "seed": seed,
+        "iterations": iterations, "image_shape": list(source.image_shape),
         "normalisation": "v_hat_i = (v_i - (low_i + high_i)/2) / ((high_i - low_i)/sqrt(12)); "
                          "a, b in [-3, 3], c, d in [0.5, 1.5] -> mean 0, variance 1 under the uniform prior",
+        "comparisons": dict(MSE_COLUMNS),
         **means,
         "r2_params_from_codes": dict(zip(PARAM_NAMES, r2)),
         "correlation": {f"z{i}": dict(zip(PARAM_NAMES, np.round(corr[i], 4).tolist())) for i in range(4)},
@@ -388,19 +415,25 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
 
 def _verdict(means: dict[str, float], r2: list[float]) -> str:
     """One sentence answering the experiment's question from its numbers."""
-    unrelated = means["mse_unrelated"]
-    parts = []
-    if means["mse_direct"] < 0.8 * unrelated:
-        parts.append("G(v_hat) resembles FD(v): the latent axes line up with the parameters")
+    def closer(name: str) -> bool:  # clearly better than the same decoder fed another vector's input
+        return means[f"mse_{name}"] < 0.9 * means[f"mse_{name}_control"]
+
+    parts = [f"reconstruction MSE {means['mse_reconstruction']:.3f} vs {means['mse_mean_image']:.3f} for the "
+             "mean image"]
+    if closer("direct"):
+        parts.append(f"G(v_hat) matches FD(v) better than G(v_hat') ({means['mse_direct']:.3f} vs "
+                     f"{means['mse_direct_control']:.3f}): the latent axes partly line up with the parameters")
     else:
-        parts.append("G(v_hat) is no closer to FD(v) than an unrelated attractor: the AAE's latent axes "
-                     "are not the parameter axes")
-    if means["mse_affine"] < 0.8 * unrelated:
-        parts.append("an affine map of v does reach matching images")
+        parts.append(f"G(v_hat) is no closer to FD(v) than G(v_hat') ({means['mse_direct']:.3f} vs "
+                     f"{means['mse_direct_control']:.3f}): the latent axes are not the parameter axes")
+    if closer("affine"):
+        parts.append(f"an affine map of v does find matching codes ({means['mse_affine']:.3f} vs "
+                     f"{means['mse_affine_control']:.3f})")
     else:
-        parts.append("even the best affine map of v does not")
-    parts.append(f"codes explain R² {np.mean(r2):.2f} of the parameters linearly "
-                 f"(per parameter {', '.join(f'{x:.2f}' for x in r2)})")
+        parts.append(f"not even an affine map of v finds matching codes ({means['mse_affine']:.3f} vs "
+                     f"{means['mse_affine_control']:.3f})")
+    parts.append(f"the codes explain R² {np.mean(r2):.2f} of the parameters linearly "
+                 f"(a, b, c, d: {', '.join(f'{x:.2f}' for x in r2)})")
     return "; ".join(parts) + "."
 
 
@@ -412,26 +445,26 @@ def _fractal_picture(path: Path, target: np.ndarray, direct: np.ndarray, affine:
     return save_png(path, tile_images(tiles, ncol=len(tiles), gap=4))
 
 
-def _fractal_mse_tables(out: Path, params: np.ndarray, mse: dict[str, np.ndarray]) -> tuple[Path, Path]:
+def _fractal_mse_tables(out: Path, params: np.ndarray, mse: dict[str, np.ndarray], means: dict[str, float],
+                        n_eval: int) -> tuple[Path, Path]:
     from ganport.trainer.datasets.fractal import PARAM_NAMES
 
-    header = ["index", *PARAM_NAMES, "mse_direct", "mse_affine", "mse_reconstruction", "mse_unrelated"]
-    rows = [[i, *(f"{x:.4f}" for x in params[i]), *(f"{mse[k][i]:.5f}" for k in
-                                                   ("direct", "affine", "reconstruction", "unrelated"))]
-            for i in range(len(params))]
-    means = ["mean", *([""] * len(PARAM_NAMES)),
-             *(f"{mse[k].mean():.5f}" for k in ("direct", "affine", "reconstruction", "unrelated"))]
+    names = list(MSE_COLUMNS)
+    header = ["index", *PARAM_NAMES, *(f"mse_{k}" for k in names)]
+    rows = [[i, *(f"{x:.4f}" for x in params[i]), *(f"{mse[k][i]:.5f}" for k in names)] for i in range(len(params))]
+    mean_row = [f"mean of {n_eval}", *([""] * len(PARAM_NAMES)), *(f"{means[k]:.5f}" for k in names)]
     csv_path = out / "fractal_mse.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-        writer.writerow(means)
+        writer.writerow(mean_row)
     md_path = out / "fractal_mse.md"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in [*rows, means]]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in [*rows, mean_row]]
+    legend = "\n".join(f"- `mse_{k}`: {text}" for k, text in MSE_COLUMNS.items())
     md_path.write_text(
         "# Fractal Dream latent correspondence: per-image MSE against FD(v)\n\n"
-        "Images in [-1, 1]. direct = G(v_hat), affine = G(A v_hat + b) (least squares fit on other v), "
-        "reconstruction = G(E(FD(v))), unrelated = another v's attractor.\n\n" + "\n".join(lines) + "\n")
+        f"Images in [-1, 1]; the last row averages {n_eval} held-out vectors.\n\n{legend}\n\n"
+        + "\n".join(lines) + "\n")
     return csv_path, md_path

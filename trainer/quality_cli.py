@@ -32,6 +32,22 @@ def _add_reference_options(parser: argparse.ArgumentParser) -> None:
                         help="epochs of the reference classifier when it must be trained (default: auto)")
     parser.add_argument("--classifier-train-n", type=int, default=None, metavar="N",
                         help="train the reference classifier on at most N images (default: all)")
+    _add_threads(parser)
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)")
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise InvalidInputError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
 
 
 def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,11 +125,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--fit-n", type=int, default=512, help="--fractal: vectors for the affine fits (default 512)")
     e.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     e.add_argument("--backend", default=None, help="package backend: onnx (default), torchscript, pt2")
+    _add_threads(e)
     e.set_defaults(handler=run_explore)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``ganport eval``: print the table, optionally write JSON."""
+    _apply_threads(args)
     from ganport.trainer.evaluation import evaluate, format_report, open_source
 
     source = open_source(args.model, backend=args.backend, use_ema=not args.no_ema)
@@ -133,6 +151,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Handler of ``ganport sweep``."""
+    _apply_threads(args)
     from ganport.trainer.sweep import parse_grid, parse_settings, run_sweep
 
     result = run_sweep(args.kind, args.dataset, parse_grid(args.grid), steps=args.steps, out_dir=args.out,
@@ -148,6 +167,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 def run_explore(args: argparse.Namespace) -> int:
     """Handler of ``ganport explore``."""
+    _apply_threads(args)
     from ganport.trainer.evaluation import open_source
     from ganport.trainer.explore import explore, fractal_experiment
 

@@ -5,7 +5,7 @@ the four combinations one after the other, evaluates each with :func:`~ganport.t
 and writes, under ``--out`` (default ``sweeps/<kind>-<dataset>``):
 
 - ``runs/<run id>/``: each combination's ordinary run directory (checkpoints, samples, metrics);
-- ``samples/<run id>.png``: 64 samples from the same latents for every run;
+- ``samples/<run id>.png``: samples from the same latents for every run (one column per class);
 - ``results.csv`` and ``results.md``: one row per run, ranked by conditional accuracy (conditional
   kinds; FD breaks ties) or by FD (the others);
 - ``contact_sheet.png``: every run's samples side by side in rank order, captioned with its
@@ -46,6 +46,8 @@ STATE_NAME = "sweep.json"
 #: Samples per run in its grid and on the contact sheet.
 SAMPLES_PER_RUN = 64
 SAMPLE_COLUMNS = 8
+#: Classes (columns) a conditional run shows at most.
+MAX_SHEET_CLASSES = 10
 #: Runs per row of the contact sheet.
 SHEET_COLUMNS = 4
 #: TrainConfig fields a grid (or --set) may not set: the sweep decides them.
@@ -305,6 +307,7 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
         if entry["status"] == "done":
             report(f"[{index}/{len(combos)}] {rid}: {_score_text(entry['metrics'])}")
     rows = rank_runs([{"run": run_id(p), "params": p, **state["runs"][run_id(p)]} for p in combos])
+    _restore_missing_samples(rows, seed)
     state["ranking"] = [row["run"] for row in rows]
     _write_json_atomic(state_path, state)
     csv_path, md_path = write_tables(out, rows, list(grid), definition)
@@ -313,51 +316,85 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
     return SweepResult(out, rows, csv_path, md_path, sheet, ran, skipped)
 
 
-def _resume_or_fresh(config: Any) -> Any:
-    """Continue an interrupted run from its ``latest.pt``, or start it over when that is unusable."""
+def _resume_or_fresh(config: Any) -> tuple[Any, Path | None]:
+    """How to (re)start a run whose directory may already hold an interrupted attempt.
+
+    Returns:
+        ``(config, None)`` to train (``config`` resumes from ``latest.pt`` when that fits), or
+        ``(None, latest.pt)`` when the checkpoint has already reached the run's steps.
+    """
     from ganport.trainer.checkpoint import load_checkpoint
     from ganport.trainer.config import TrainConfig
 
     run_dir = Path(config.out_dir) / config.run_name
     latest = run_dir / "checkpoints" / "latest.pt"
     if not (run_dir / "config.json").exists():
-        return config
+        return config, None
     try:
         ckpt = load_checkpoint(latest)
         resumed = TrainConfig.for_resume(ckpt["config"], str(latest), steps=config.steps)
         if not resumed.conflicts_with(config.to_dict()):
+            if int(ckpt["step"]) >= config.steps:
+                return None, latest  # trained to the end, stopped before its evaluation
             logger.info("continuing %s from step %s", run_dir.name, ckpt.get("step"))
-            return resumed
+            return resumed, None
     except (CheckpointError, InvalidInputError, KeyError) as exc:
         logger.warning("cannot continue %s (%s); training it again", run_dir, exc)
     shutil.rmtree(run_dir)
-    return config
+    return config, None
 
 
 def _train_and_evaluate(config: Any, out: Path, eval_n: int, seed: int, cache_dir: Any,
                         classifier_options: Mapping[str, Any] | None, references: dict[str, Any],
                         report: Callable[[str], None]) -> dict[str, Any]:
+    from ganport.trainer.checkpoint import load_checkpoint
     from ganport.trainer.evaluation import RealReference, classifier_spec_for, evaluate, open_source
     from ganport.trainer.training import train
 
     started = time.perf_counter()
-    result = train(_resume_or_fresh(config))
-    if result.interrupted:
-        raise KeyboardInterrupt(f"run {config.run_name} interrupted by {result.interrupted}")
-    train_seconds = time.perf_counter() - started
-    source = open_source(result.checkpoint)
+    to_train, checkpoint = _resume_or_fresh(config)
+    step = None
+    if to_train is not None:
+        result = train(to_train)
+        if result.interrupted:
+            raise KeyboardInterrupt(f"run {config.run_name} interrupted by {result.interrupted}")
+        checkpoint, step = result.checkpoint, result.step
+    # Training time proper as the trainer counts it (continued across resumes), else wall time.
+    train_seconds = float(load_checkpoint(checkpoint).get("elapsed") or time.perf_counter() - started)
+    source = open_source(checkpoint)
     spec = classifier_spec_for(source, **dict(classifier_options or {}))
     if spec.key() not in references:  # one reference per image size: shared by the runs
         references[spec.key()] = RealReference.build(spec, eval_n, cache_dir, report)
     metrics = evaluate(source, n=eval_n, seed=seed, reference=references[spec.key()])
-    # The same latents (and labels) for every run, so the contact sheet compares like with like.
+    samples = save_png(out / "samples" / f"{config.run_name}.png", sample_grid(source, seed))
+    return {"status": "done", "metrics": metrics, "checkpoint": str(checkpoint),
+            "run_dir": str(Path(config.out_dir) / config.run_name), "samples": str(samples),
+            "train_seconds": round(train_seconds, 2), "steps": step if step is not None else config.steps}
+
+
+def _restore_missing_samples(rows: list[dict[str, Any]], seed: int) -> None:
+    """Redraw a finished run's sample grid when its PNG was deleted (the checkpoint remains)."""
+    from ganport.trainer.evaluation import open_source
+
+    for row in rows:
+        samples, checkpoint = Path(row.get("samples") or ""), Path(row.get("checkpoint") or "")
+        if row.get("status") == "done" and not samples.is_file() and checkpoint.is_file():
+            save_png(samples, sample_grid(open_source(checkpoint), seed))
+
+
+def sample_grid(source: Any, seed: int = 0) -> np.ndarray:
+    """The samples a run shows on the contact sheet, from the same latents for every run.
+
+    Conditional models: one column per class (at most 10, spread over the classes), six rows;
+    unconditional: an 8 x 8 grid.
+    """
+    if source.conditional:
+        columns = min(source.n_classes, MAX_SHEET_CLASSES)
+        classes = np.round(np.linspace(0, source.n_classes - 1, columns)).astype(np.int64)
+        labels = np.tile(classes, SAMPLES_PER_RUN // SAMPLE_COLUMNS - 2)
+        return make_grid(to_uint8(source.generate(source.latents(len(labels), seed), labels)), nrow=columns)
     z = source.latents(SAMPLES_PER_RUN, seed)
-    labels = (np.arange(SAMPLES_PER_RUN) % source.n_classes).astype(np.int64) if source.conditional else None
-    grid = make_grid(to_uint8(source.generate(z, labels)), nrow=SAMPLE_COLUMNS)
-    samples = save_png(out / "samples" / f"{config.run_name}.png", grid)
-    return {"status": "done", "metrics": metrics, "checkpoint": str(result.checkpoint),
-            "run_dir": str(result.run_dir), "samples": str(samples), "train_seconds": round(train_seconds, 2),
-            "steps": result.step}
+    return make_grid(to_uint8(source.generate(z)), nrow=SAMPLE_COLUMNS)
 
 
 # ------------------------------------------------------------------------------ ranking and tables
@@ -396,13 +433,22 @@ def rank_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _columns(rows: list[dict[str, Any]], grid_names: list[str]) -> list[tuple[str, Callable[[dict], Any]]]:
     metrics = [r["metrics"] for r in rows if r.get("status") == "done"]
-    has = lambda key: any(key in m for m in metrics)  # noqa: E731
-    metric = lambda key: (lambda r: r.get("metrics", {}).get(key))  # noqa: E731
+
+    def has(key: str) -> bool:
+        return any(key in m for m in metrics)
+
+    def metric(key: str) -> Callable[[dict], Any]:
+        return lambda row: row.get("metrics", {}).get(key)
+
+    def param(name: str) -> Callable[[dict], Any]:
+        return lambda row: row["params"].get(name)
+
     cols: list[tuple[str, Callable[[dict], Any]]] = [("rank", lambda r: r.get("rank")), ("run", lambda r: r["run"])]
-    cols += [(name, (lambda n: lambda r: r["params"].get(n))(name)) for name in grid_names]
+    cols += [(name, param(name)) for name in grid_names]
     if has("conditional_accuracy"):
         cols.append(("conditional_accuracy", metric("conditional_accuracy")))
-    cols += [("fd", metric("fd")), ("fd_real_vs_real", metric("fd_real_vs_real"))]
+    cols += [("fd", metric("fd")), ("fd_equal_n", metric("fd_equal_n")),
+             ("fd_real_vs_real", metric("fd_real_vs_real"))]
     if has("precision"):
         cols += [("precision", metric("precision")), ("recall", metric("recall"))]
     if has("classes_covered"):
@@ -410,7 +456,9 @@ def _columns(rows: list[dict[str, Any]], grid_names: list[str]) -> list[tuple[st
     if has("reconstruction"):
         cols.append(("recon_mse", lambda r: r.get("metrics", {}).get("reconstruction", {}).get("mse")))
     cols += [("train_seconds", lambda r: r.get("train_seconds")), ("status", lambda r: r.get("status")),
-             ("checkpoint", lambda r: r.get("checkpoint")), ("error", lambda r: r.get("error"))]
+             ("checkpoint", lambda r: r.get("checkpoint"))]
+    if any(r.get("error") for r in rows):
+        cols.append(("error", lambda r: r.get("error")))
     return cols
 
 
@@ -436,8 +484,9 @@ def write_tables(out: Path, rows: list[dict[str, Any]], grid_names: list[str],
     ranked_by = ("conditional accuracy (higher is better), then FD" if any(n == "conditional_accuracy" for n, _ in cols)
                  else "Fréchet distance in the reference network's features (lower is better)")
     lines = [f"# Sweep: {definition['kind']} on {definition['dataset']}, {definition['steps']} steps per run", "",
-             f"Ranked by {ranked_by}. `fd_real_vs_real` is the FD of two halves of the real test images: "
-             "what a perfect generator would score.", "",
+             f"Ranked by {ranked_by}. `fd_real_vs_real` is the FD of two halves of the real test images "
+             "(what a perfect generator would score); `fd_equal_n` is the generated images' FD at that same "
+             "sample size, the number to compare it with.", "",
              "| " + " | ".join(n for n, _ in md_cols) + " |", "|" + "---|" * len(md_cols)]
     for row in rows:
         cells = []
@@ -464,5 +513,6 @@ def write_contact_sheet(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         tiles.append(caption_image(grid, lines))
     if not tiles:
         logger.warning("no finished run: no contact sheet")
+        path.unlink(missing_ok=True)  # never leave a sheet of an earlier state behind
         return None
     return save_png(path, tile_images(tiles, ncol=min(SHEET_COLUMNS, len(tiles))))
