@@ -138,6 +138,18 @@ def test_fd_real_vs_real_is_far_below_real_vs_noise(reference):
     assert reference.fd_real_vs_real < fd_noise / 10
 
 
+def test_lookalike_groups_merge_same_shape_classes_of_mixed_case_alphabets():
+    from ganport.trainer.datasets.glyphs import CLASS_NAMES
+    from ganport.trainer.evaluation import lookalike_groups
+
+    groups = lookalike_groups(CLASS_NAMES)
+    group_of = dict(zip(CLASS_NAMES, groups.tolist()))
+    assert group_of["O"] == group_of["o"] == group_of["0"] and group_of["I"] == group_of["l"] == group_of["1"]
+    assert group_of["W"] == group_of["w"] and group_of["A"] != group_of["a"] and group_of["8"] != group_of["B"]
+    assert len(set(groups.tolist())) == 44
+    assert lookalike_groups([str(d) for d in range(10)]) is None
+
+
 def test_precision_recall_separates_overlap_from_disjoint():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(300, 4))
@@ -196,6 +208,7 @@ def test_eval_cli_on_a_tiny_cgan_checkpoint(tiny_checkpoint, reference, cache_di
     assert results["kind"] == "cgan" and results["n_generated"] == 200
     assert results["classifier"]["path"] == str(reference.classifier.path)  # the cached one
     assert 0.0 <= results["conditional_accuracy"] <= 1.0 and len(results["per_class_accuracy"]) == 10
+    assert "conditional_accuracy_merged" not in results  # digits have no look-alike classes
     assert results["per_class_accuracy_real"] == dict(zip(
         [str(d) for d in range(10)], reference.classifier.test_metrics["per_class_accuracy"]))
     assert results["n_real"] == 200 and results["fd_real_vs_real"] > 0  # halves of 200 real images

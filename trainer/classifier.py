@@ -162,7 +162,10 @@ class ClassifierSpec:
 
     def key(self) -> str:
         """Hash of everything that changes the trained network (format version included)."""
-        text = json.dumps({"version": CLASSIFIER_VERSION, **self.to_dict()}, sort_keys=True, default=str)
+        # The default training length is part of the recipe: changing it must not reuse old files.
+        defaults = [_TARGET_IMAGES, _MIN_EPOCHS, _MAX_EPOCHS]
+        text = json.dumps({"version": CLASSIFIER_VERSION, "defaults": defaults, **self.to_dict()},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def cache_name(self) -> str:

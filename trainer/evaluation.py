@@ -318,6 +318,49 @@ def psnr(mse: float, value_range: tuple[float, float] = (-1.0, 1.0)) -> float:
     return float("inf") if mse <= 0 else float(10.0 * math.log10(peak * peak / mse))
 
 
+# Look-alike classes of mixed-case alphabets (glyphs, EMNIST byclass): the letters EMNIST's
+# "bymerge" split merges because upper and lower case have the same shape, plus the
+# digit/letter pairs that are the same shape in common fonts (0/O/o, 1/I/l).
+_SAME_SHAPE_CASE = "cijklmopsuvwxyz"
+_LOOKALIKE_SETS = ("0Oo", "1IiLl")
+
+
+def lookalike_groups(class_names: list[str]) -> np.ndarray | None:
+    """Group id per class that merges look-alike classes, or None when nothing merges.
+
+    Only alphabets with both cases of a letter get groups (glyphs, EMNIST byclass): case pairs
+    that share a shape (EMNIST bymerge: c, i, j, k, l, m, o, p, s, u, v, w, x, y, z) and the
+    0/O/o and 1/I/l look-alikes. A reference classifier cannot separate these reliably on real
+    images (they differ only in size or not at all in some fonts), so the merged accuracy says
+    what the plain one cannot: whether the *shape* is right.
+
+    Example:
+        >>> lookalike_groups(["0", "O", "o", "A", "a"]).tolist()
+        [0, 0, 0, 3, 4]
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    if not any(name.lower() != name and name.lower() in index for name in class_names):
+        return None
+    parent = list(range(len(class_names)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    def union(members: list[str]) -> None:
+        ids = [find(index[m]) for m in members if m in index]
+        for other in ids[1:]:
+            parent[other] = ids[0]
+
+    for letter in _SAME_SHAPE_CASE:
+        union([letter.upper(), letter])
+    for group in _LOOKALIKE_SETS:
+        union(list(group))
+    groups = np.array([find(i) for i in range(len(class_names))], np.int64)
+    return groups if len(set(groups.tolist())) < len(class_names) else None
+
+
 def balanced_labels(n: int, n_classes: int) -> np.ndarray:
     """``0, 1, ..., K-1, 0, 1, ...``: every class gets ``n / K`` labels (±1)."""
     return (np.arange(n) % n_classes).astype(np.int64)
@@ -455,7 +498,9 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
         ``classifier`` (path, task, test metrics), ``fd`` (all generated vs all real images),
         ``fd_equal_n`` (half the real images vs as many generated ones) beside
         ``fd_real_vs_real`` (one real half vs the other; both at ``fd_half_n`` samples per side),
-        ``precision``, ``recall``; conditional kinds ``conditional_accuracy`` and ``per_class_accuracy``
+        ``precision``, ``recall``; mixed-case alphabets (glyphs) also
+        ``conditional_accuracy_merged`` and ``classifier.test_accuracy_merged`` with look-alike
+        classes merged (:func:`lookalike_groups`, listed in ``merged_groups``); conditional kinds ``conditional_accuracy`` and ``per_class_accuracy``
         (class name -> share); unconditional kinds on labelled sets ``class_histogram``,
         ``classes_covered``; AAE ``reconstruction`` (``mse``, ``psnr``, ``n``) and ``latent``
         (``mean``, ``std``, per-dimension lists); ``seconds``.
@@ -503,6 +548,15 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
         results["conditional_accuracy"] = float(correct.mean())
         results["per_class_accuracy"] = {name: float(correct[labels == k].mean())
                                          for k, name in enumerate(source.class_names)}
+        groups = lookalike_groups(source.class_names)
+        if groups is not None:
+            results["conditional_accuracy_merged"] = float((groups[predicted] == groups[labels]).mean())
+            real_predicted = reference.outputs.argmax(axis=1)
+            results["classifier"]["test_accuracy_merged"] = float(
+                (groups[real_predicted] == groups[reference.labels]).mean())
+            results["merged_groups"] = sorted(
+                ("/".join(n for n, g in zip(source.class_names, groups) if g == group)
+                 for group in set(groups.tolist()) if (groups == group).sum() > 1))
         # The judge's own accuracy per class on real images: a generated class cannot be
         # expected to score above it (glyphs: l/I/1 and 0/O are the same shape in some fonts).
         real_per_class = clf.test_metrics.get("per_class_accuracy") or []
@@ -568,6 +622,10 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("reference regressor test R²", _fmt(clf.get("test_r2"))))
     if "conditional_accuracy" in results:
         rows.append(("conditional accuracy", _fmt(results["conditional_accuracy"], pct=True)))
+    if "conditional_accuracy_merged" in results:
+        rows.append(("  look-alikes merged (real images)",
+                     f"{results['conditional_accuracy_merged']:.2%}  "
+                     f"({clf.get('test_accuracy_merged', float('nan')):.2%})"))
         per_class = results.get("per_class_accuracy", {})
         real = results.get("per_class_accuracy_real", {})
         if per_class:
@@ -680,6 +738,8 @@ def flatten_for_log(results: Mapping[str, Any]) -> dict[str, float]:
            "eval_fd_real": float(results["fd_real_vs_real"])}
     if "conditional_accuracy" in results:
         out["eval_cond_acc"] = float(results["conditional_accuracy"])
+    if "conditional_accuracy_merged" in results:
+        out["eval_cond_acc_merged"] = float(results["conditional_accuracy_merged"])
     if "classes_covered" in results:
         out["eval_classes_covered"] = float(results["classes_covered"])
     if "precision" in results:
