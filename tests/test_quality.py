@@ -110,6 +110,15 @@ def test_reference_classifier_is_accurate_cached_and_weights_only(reference, cac
     assert ClassifierSpec("digits", SIZE, epochs=1).cache_name() != path.name
 
 
+def test_reference_classifier_reads_shapes_through_speckle_noise(reference):
+    # Generators leave isolated bright pixels; a judge trained only on clean images collapses on
+    # them (glyphs: 97% -> 24% with 3% speckles before noise augmentation).
+    rng = np.random.default_rng(0)
+    speckled = reference.images.copy()
+    speckled[rng.random(speckled.shape) < 0.03] = 1.0
+    assert (reference.classifier.predict(speckled) == reference.labels).mean() >= 0.9
+
+
 def test_corrupt_or_mismatched_cache_file_is_retrained(tmp_path, reference):
     spec = ClassifierSpec("digits", SIZE, train_n=100, epochs=1)
     (tmp_path / spec.cache_name()).write_bytes(b"not a checkpoint")
@@ -362,7 +371,7 @@ def test_fractal_experiment_on_a_tiny_aae(tiny_checkpoint, tmp_path, capsys):
                 "mse_mean_image"):
         assert np.isfinite(summary[key]) and summary[key] >= 0
     assert summary["n_eval"] == 256  # the means use more held-out vectors than the table shows
-    assert set(summary["r2_params_from_codes"]) == {"a", "b", "c", "d"}
+    assert set(summary["r2_params_from_codes"]) == set(summary["r2_params_from_codes_knn"]) == {"a", "b", "c", "d"}
     assert "sqrt(12)" in summary["normalisation"] and summary["verdict"]
     with (out / "fractal_mse.csv").open() as handle:
         rows = list(csv.reader(handle))

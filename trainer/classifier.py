@@ -126,6 +126,8 @@ class ClassifierSpec:
         width: channels of the first convolution.
         feature_dim: width of the feature layer.
         shift: random translation of training images, in pixels (None: ``image_size // 14``).
+        noise: share of training images given random pixel noise (Gaussian plus salt and pepper),
+            so the judge reads shapes and does not fall apart on a generator's speckles.
         seed: seed of weights, data order and augmentation.
 
     Example:
@@ -144,6 +146,7 @@ class ClassifierSpec:
     width: int = 32
     feature_dim: int = 128
     shift: int | None = None
+    noise: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -337,6 +340,24 @@ def _random_shift(images: torch.Tensor, shift: int, generator: torch.Generator, 
     return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
+def _random_noise(images: torch.Tensor, share: float, generator: torch.Generator,
+                  value_range: tuple[float, float]) -> torch.Tensor:
+    """Corrupt a random ``share`` of the images with Gaussian noise (sigma up to 10% of the
+    range) and salt-and-pepper pixels (up to 5% of the pixels), each image its own strength."""
+    if share <= 0:
+        return images
+    low, high = value_range
+    n = images.shape[0]
+    chosen = (torch.rand(n, generator=generator) < share).view(n, 1, 1, 1)
+    sigma = torch.rand(n, 1, 1, 1, generator=generator) * 0.1 * (high - low)
+    rate = torch.rand(n, 1, 1, 1, generator=generator) * 0.05
+    draw = torch.rand(images.shape, generator=generator)
+    noisy = images + sigma * torch.randn(images.shape, generator=generator)
+    noisy = torch.where(draw < rate, torch.full_like(images, high), noisy)               # salt
+    noisy = torch.where(draw > 1 - rate / 2, torch.full_like(images, low), noisy)        # pepper
+    return torch.where(chosen, noisy.clamp(low, high), images)
+
+
 def default_epochs(n_train: int) -> int:
     """Epochs to see about 250k images, clamped to [4, 60] (digits: 60, glyphs: 11)."""
     return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, math.ceil(_TARGET_IMAGES / max(n_train, 1)))))
@@ -394,7 +415,8 @@ def train_classifier(spec: ClassifierSpec, progress: Callable[[str], None] | Non
         total_loss = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
-            images = _random_shift(x[idx], shift, torch_gen, fill)
+            images = _random_noise(_random_shift(x[idx], shift, torch_gen, fill), spec.noise, torch_gen,
+                                   tuple(train.info.value_range))
             outputs = net(images)
             loss = (F.cross_entropy(outputs, train_y[idx]) if task == "classification"
                     else F.mse_loss(outputs, train_y[idx]))

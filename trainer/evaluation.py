@@ -498,12 +498,14 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
         ``classifier`` (path, task, test metrics), ``fd`` (all generated vs all real images),
         ``fd_equal_n`` (half the real images vs as many generated ones) beside
         ``fd_real_vs_real`` (one real half vs the other; both at ``fd_half_n`` samples per side),
-        ``precision``, ``recall``; mixed-case alphabets (glyphs) also
+        ``precision``, ``recall``; conditional kinds ``conditional_accuracy``,
+        ``per_class_accuracy`` (class name -> share) and ``per_class_accuracy_real`` (the
+        classifier's on real images), for mixed-case alphabets (glyphs) also
         ``conditional_accuracy_merged`` and ``classifier.test_accuracy_merged`` with look-alike
-        classes merged (:func:`lookalike_groups`, listed in ``merged_groups``); conditional kinds ``conditional_accuracy`` and ``per_class_accuracy``
-        (class name -> share); unconditional kinds on labelled sets ``class_histogram``,
-        ``classes_covered``; AAE ``reconstruction`` (``mse``, ``psnr``, ``n``) and ``latent``
-        (``mean``, ``std``, per-dimension lists); ``seconds``.
+        classes merged (:func:`lookalike_groups`, listed in ``merged_groups``); unconditional
+        kinds on labelled sets ``class_histogram``, ``classes_covered``; AAE ``reconstruction``
+        (``mse``, ``psnr``, ``n``) and ``latent`` (``mean``, ``std``, per-dimension lists);
+        ``seconds``.
 
     Raises:
         InvalidInputError: the model does not fit the data set (image shape, classes), bad n.
@@ -555,8 +557,8 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
             results["classifier"]["test_accuracy_merged"] = float(
                 (groups[real_predicted] == groups[reference.labels]).mean())
             results["merged_groups"] = sorted(
-                ("/".join(n for n, g in zip(source.class_names, groups) if g == group)
-                 for group in set(groups.tolist()) if (groups == group).sum() > 1))
+                "/".join(name for name, g in zip(source.class_names, groups) if g == group)
+                for group in set(groups.tolist()) if (groups == group).sum() > 1)
         # The judge's own accuracy per class on real images: a generated class cannot be
         # expected to score above it (glyphs: l/I/1 and 0/O are the same shape in some fonts).
         real_per_class = clf.test_metrics.get("per_class_accuracy") or []

@@ -280,6 +280,13 @@ def _affine_apply(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (np.concatenate([x, np.ones((len(x), 1))], axis=1) @ weights).astype(np.float32)
 
 
+def _knn_regress(train_x: np.ndarray, train_y: np.ndarray, query: np.ndarray, k: int = 5) -> np.ndarray:
+    """Mean target of the ``k`` nearest training points: a non-linear decoder of codes to parameters."""
+    distances = ((query[:, None, :].astype(np.float64) - train_x[None]) ** 2).sum(axis=2)
+    nearest = np.argsort(distances, axis=1)[:, :k]
+    return train_y[nearest].mean(axis=1)
+
+
 def _per_image_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a.astype(np.float64) - b) ** 2).reshape(len(a), -1).mean(axis=1)
 
@@ -316,8 +323,9 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
       latent correspondence shows as ``mse_direct`` (or ``mse_affine``) clearly below
       ``mse_direct_control`` (``mse_affine_control``).
 
-    And ``E(FD(v))`` against ``v_hat``: the correlation matrix, and the R² (held out) of the best
-    affine map from codes back to parameters, per parameter.
+    And ``E(FD(v))`` against ``v_hat``: the correlation matrix, and the R² (held out) per
+    parameter of the best affine map from codes back to parameters and of a 5-nearest-neighbour
+    regression (which also finds non-linear, but smooth, correspondences).
 
     Args:
         source: an AAE :class:`~ganport.trainer.evaluation.ModelSource` with ``latent_dim`` 4.
@@ -330,8 +338,8 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
     Returns:
         The summary (also written as ``fractal_summary.json``): ``normalisation``, mean MSEs
         ``mse_<name>`` for every :data:`MSE_COLUMNS` entry over ``max(n, 256)`` held-out
-        vectors, ``r2_params_from_codes``, ``correlation`` (codes x params), ``verdict``,
-        ``files``.
+        vectors, ``r2_params_from_codes`` (affine), ``r2_params_from_codes_knn``,
+        ``correlation`` (codes x params), ``verdict``, ``files``.
 
     Raises:
         InvalidInputError: not an AAE, or latent_dim is not 4.
@@ -376,6 +384,7 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
            "affine": _per_image_mse(affine, target), "affine_control": _per_image_mse(affine[other], target),
            "reconstruction": _per_image_mse(recon, target), "mean_image": _per_image_mse(mean_image, target)}
     r2 = _r2(v_hat, _affine_apply(to_params, codes_all[held]))
+    r2_knn = _r2(v_hat, _knn_regress(codes_all[fit], v_hat_all[fit], codes_all[held]))
     corr = np.corrcoef(codes_all.T, v_hat_all.T)[:4, 4:]
 
     out = Path(out_dir)
@@ -402,9 +411,10 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
         "comparisons": dict(MSE_COLUMNS),
         **means,
         "r2_params_from_codes": dict(zip(PARAM_NAMES, r2)),
+        "r2_params_from_codes_knn": dict(zip(PARAM_NAMES, r2_knn)),
         "correlation": {f"z{i}": dict(zip(PARAM_NAMES, np.round(corr[i], 4).tolist())) for i in range(4)},
         "code_mean": codes_all.mean(axis=0).tolist(), "code_std": codes_all.std(axis=0).tolist(),
-        "verdict": _verdict(means, r2),
+        "verdict": _verdict(means, r2, r2_knn),
         "files": {k: str(v) for k, v in files.items()},
     }
     files["summary"] = out / "fractal_summary.json"
@@ -413,7 +423,7 @@ def fractal_experiment(source: Any, out_dir: str | Path, *, n: int = 16, fit_n: 
     return summary
 
 
-def _verdict(means: dict[str, float], r2: list[float]) -> str:
+def _verdict(means: dict[str, float], r2: list[float], r2_knn: list[float]) -> str:
     """One sentence answering the experiment's question from its numbers."""
     def closer(name: str) -> bool:  # clearly better than the same decoder fed another vector's input
         return means[f"mse_{name}"] < 0.9 * means[f"mse_{name}_control"]
@@ -433,7 +443,8 @@ def _verdict(means: dict[str, float], r2: list[float]) -> str:
         parts.append(f"not even an affine map of v finds matching codes ({means['mse_affine']:.3f} vs "
                      f"{means['mse_affine_control']:.3f})")
     parts.append(f"the codes explain R² {np.mean(r2):.2f} of the parameters linearly "
-                 f"(a, b, c, d: {', '.join(f'{x:.2f}' for x in r2)})")
+                 f"(a, b, c, d: {', '.join(f'{x:.2f}' for x in r2)}) and {np.mean(r2_knn):.2f} through "
+                 f"5 nearest neighbours ({', '.join(f'{x:.2f}' for x in r2_knn)})")
     return "; ".join(parts) + "."
 
 

@@ -176,8 +176,9 @@ def run_explore(args: argparse.Namespace) -> int:
     if args.fractal:
         summary = fractal_experiment(source, out, n=args.n, fit_n=args.fit_n, seed=args.seed)
         print(Path(summary["files"]["mse_md"]).read_text())
-        print("R² of v from E(FD(v)) (affine, held out): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in summary["r2_params_from_codes"].items()))
+        for key, how in (("r2_params_from_codes", "affine"), ("r2_params_from_codes_knn", "5-NN")):
+            print(f"R² of v from E(FD(v)) ({how}, held out): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in summary[key].items()))
         print(summary["verdict"])
         for name, path in summary["files"].items():
             print(f"{name}: {path}")
