@@ -222,7 +222,7 @@ def test_eval_cli_on_a_tiny_cgan_checkpoint(tiny_checkpoint, reference, cache_di
         [str(d) for d in range(10)], reference.classifier.test_metrics["per_class_accuracy"]))
     assert results["n_real"] == 200 and results["fd_real_vs_real"] > 0  # halves of 200 real images
     out = capsys.readouterr().out
-    assert "conditional accuracy" in out and "real vs real" in out
+    assert "conditional accuracy" in out and "real vs real" in out and "worst classes" in out
 
 
 def test_eval_cli_on_a_tiny_aae_reports_reconstruction_and_latents(tiny_checkpoint, reference, cache_dir, tmp_path):

@@ -628,7 +628,8 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("  look-alikes merged (real images)",
                      f"{results['conditional_accuracy_merged']:.2%}  "
                      f"({clf.get('test_accuracy_merged', float('nan')):.2%})"))
-        per_class = results.get("per_class_accuracy", {})
+    if "per_class_accuracy" in results:
+        per_class = results["per_class_accuracy"]
         real = results.get("per_class_accuracy_real", {})
         if per_class:
             worst = sorted(per_class.items(), key=lambda item: item[1])[:5]
