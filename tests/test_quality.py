@@ -25,7 +25,7 @@ from ganport.trainer.classifier import (ClassifierSpec, get_classifier, load_cla
                                         train_classifier)
 from ganport.trainer.datasets import load_dataset  # noqa: E402
 from ganport.trainer.evaluation import (RealReference, evaluate, evaluate_during_training,  # noqa: E402
-                                        feature_frechet_distance, frechet_distance, open_source,
+                                        feature_frechet_distance, format_report, frechet_distance, open_source,
                                         precision_recall, source_from_modules)
 from ganport.trainer.models import CondMLPGenerator  # noqa: E402
 
@@ -181,6 +181,16 @@ def test_perfect_generator_scores_high_and_untrained_one_low(reference):
     assert untrained["fd"] > 10 * good["fd"]
     assert good["precision"] > 0.8 and good["recall"] > 0.5
     assert untrained["precision"] < 0.2
+
+    # A generator that ignores z (one image per class) still scores on accuracy but not on recall.
+    class OneImagePerClass(RealImageGenerator):
+        def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+            return self.bank[label, 0]
+
+    collapsed = evaluate(_digits_source(OneImagePerClass(reference.images, reference.labels, 10)), n=500,
+                         reference=reference)
+    assert collapsed["conditional_accuracy"] >= 0.9 and collapsed["recall"] < 0.1 < good["recall"]
+    assert "mode collapse" in format_report(collapsed) and "mode collapse" not in format_report(good)
 
 
 def test_evaluate_during_training_returns_loggable_floats(reference, cache_dir):

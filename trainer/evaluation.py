@@ -56,6 +56,8 @@ GENERATE_BATCH = 512
 PR_NEIGHBOURS = 3
 #: Precision/recall use at most this many images per side (cost grows with the square).
 PR_MAX_SAMPLES = 5000
+#: Recall below this is reported as a likely mode collapse.
+COLLAPSE_RECALL = 0.05
 # Seed offsets so the generated latents, the real subsets and the PR subsample never share a stream.
 _REAL_SPLIT_SEED = 0x5EA1
 _PR_SEED = 0x9C
@@ -641,6 +643,10 @@ def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
                  f"(real vs real: {_fmt(results.get('fd_real_vs_real'))})"))
     if "precision" in results:
         rows.append(("precision / recall (k=3)", f"{results['precision']:.3f} / {results['recall']:.3f}"))
+        if results["recall"] < COLLAPSE_RECALL:
+            # High accuracy with no recall is what a generator that ignores z looks like.
+            rows.append(("warning", "recall ~0: the samples cover almost none of the real variety "
+                                    "(mode collapse?)"))
     if "classes_covered" in results:
         rows.append(("classes covered", f"{results['classes_covered']} of {len(results['class_histogram'])}"))
     if "reconstruction" in results:
