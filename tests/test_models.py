@@ -202,3 +202,63 @@ def test_aae_loss_terms() -> None:
     assert total.item() == pytest.approx(2.0)
     z2 = torch.full((2, 3), 2.0 ** 0.5)  # z^2 = 2: sqrt(mean((2 - 1)^2)) = 1, mean term 2
     assert aae_regularised_loss(x, x, z2)[0].item() == pytest.approx(3.0)
+
+
+# ------------------------------------------------------------------------------ conditional D heads
+
+
+@pytest.mark.parametrize("projection", [False, True])
+@pytest.mark.parametrize("kind", CONDITIONAL_KINDS)
+def test_discriminator_class_head_is_recorded_and_rebuilds(kind: str, projection: bool) -> None:
+    nets = build_networks(kind, [1, 16, 16], N_CLASSES, LATENT, aux_classifier=True, projection=projection)
+    d = nets["discriminator"].eval()
+    assert d.init_args["aux_classes"] == N_CLASSES and d.init_args["projection"] is projection
+    entry = network_entry(d)
+    json.dumps(entry["init_args"])
+    copy = rebuild_network(entry["class"], entry["init_args"]).eval()
+    copy.load_state_dict(entry["state_dict"])
+    torch.manual_seed(0)
+    images, labels = torch.rand(5, 1, 16, 16) * 2 - 1, torch.arange(5)
+    with torch.no_grad():
+        logits, classes = d(images, labels, with_classes=True)
+        again = copy(images, labels, with_classes=True)
+        plain = d(images, labels)
+        # The class head never reads the label it predicts; the adversarial logit does.
+        _, other_classes = d(images, labels + 3, with_classes=True)
+        other_logits = d(images, labels + 3)
+    assert logits.shape == (5, 1) and classes.shape == (5, N_CLASSES)
+    assert torch.equal(logits, again[0]) and torch.equal(classes, again[1])
+    assert torch.equal(plain, logits)
+    assert torch.equal(classes, other_classes)
+    assert not torch.equal(logits, other_logits)
+
+
+def test_discriminator_without_head_refuses_classes_and_keeps_old_layout() -> None:
+    d = build_networks("cgan", [1, 28, 28], N_CLASSES, LATENT)["discriminator"]
+    assert d.init_args["aux_classes"] == 0 and d.init_args["projection"] is False
+    with pytest.raises(InvalidInputError, match="no auxiliary classifier"):
+        d(torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), with_classes=True)
+    # Checkpoints written before the heads existed: init_args without the new keys, and the
+    # state dict layout (label_emb + one Sequential ``model``) they hold.
+    old_args = {k: v for k, v in d.init_args.items() if k not in ("aux_classes", "projection")}
+    old = rebuild_network("MLPDiscriminator", old_args)
+    assert set(old.state_dict()) == {"label_emb.weight"} | {
+        f"model.{i}.{p}" for i in (0, 2, 5, 8) for p in ("weight", "bias")}
+    old.load_state_dict(d.state_dict())
+
+
+def test_unconditional_kinds_refuse_class_heads() -> None:
+    with pytest.raises(InvalidInputError, match="conditional"):
+        build_networks("gan", [1, 28, 28], 0, 8, aux_classifier=True)
+    with pytest.raises(InvalidInputError, match="conditional"):
+        build_networks("dcgan", [1, 32, 32], 0, 8, projection=True)
+
+
+def test_auxiliary_class_loss_is_cross_entropy() -> None:
+    from ganport.trainer.losses import auxiliary_class_loss
+
+    logits = torch.zeros(4, 10)
+    assert float(auxiliary_class_loss(logits, torch.arange(4))) == pytest.approx(math.log(10))
+    sure = torch.full((4, 10), -20.0)
+    sure[torch.arange(4), torch.arange(4)] = 20.0
+    assert float(auxiliary_class_loss(sure, torch.arange(4))) < 1e-6

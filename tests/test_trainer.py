@@ -366,3 +366,84 @@ def test_help_works_without_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--resume" in proc.stdout and "--dataset-option" in proc.stdout
+
+
+# ------------------------------------------------------------------------------ conditioning of D
+
+
+def test_aux_weight_trains_through_the_cli_and_records_the_head(tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "cgan", "--steps", "4", "--log-every", "2", "--aux-weight", "0.5",
+                      "--d-conditioning", "projection") == 0
+    run_dir = tmp_path / "run"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["aux_weight"] == 0.5 and config["d_conditioning"] == "projection"
+    for row in _metrics(run_dir):
+        for key in ("d_loss", "g_loss", "d_aux_loss", "g_aux_loss", "d_class_acc"):
+            assert math.isfinite(row[key])
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    entry = ckpt["networks"]["discriminator"]
+    assert entry["init_args"]["aux_classes"] == 10 and entry["init_args"]["projection"] is True
+    d = build_from_checkpoint(ckpt, "discriminator")
+    with torch.no_grad():
+        logits, classes = d(torch.zeros(3, 1, 16, 16), torch.tensor([0, 1, 2]), with_classes=True)
+    assert logits.shape == (3, 1) and classes.shape == (3, 10)
+    # Resume keeps the head (its optimizer state and weights must fit).
+    assert main(["train", "--resume", str(run_dir / "checkpoints" / "latest.pt"), "--steps", "6"]) == 0
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["step"] == 6
+
+
+@pytest.mark.parametrize("kind, aux, expected", [
+    ("cgan", [], 1.0), ("cdcgan", [], 1.0), ("cgan", ["--aux-weight", "0"], 0.0), ("gan", [], 0.0)])
+def test_aux_weight_defaults_per_kind_and_zero_is_the_classic_cgan(
+        kind: str, aux: list[str], expected: float, tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, kind, "--steps", "2", "--log-every", "1", *aux) == 0
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["aux_weight"] == expected
+    d_args = load_checkpoint(run_dir / "checkpoints" / "latest.pt")["networks"]["discriminator"]["init_args"]
+    assert d_args["aux_classes"] == (10 if expected else 0)
+    assert ("d_aux_loss" in _metrics(run_dir)[0]) is bool(expected)
+
+
+def test_checkpoint_from_before_aux_weight_resumes_as_classic_cgan(tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "cgan", "--steps", "2", "--aux-weight", "0") == 0
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    raw = torch.load(latest, weights_only=True)
+    for key in ("aux_weight", "d_conditioning"):
+        del raw["config"][key]
+    for key in ("aux_classes", "projection"):
+        del raw["networks"]["discriminator"]["init_args"][key]
+    torch.save(raw, latest)
+    assert main(["train", "--resume", str(latest), "--steps", "4"]) == 0
+    resumed = load_checkpoint(latest)
+    assert resumed["step"] == 4 and resumed["config"]["aux_weight"] == 0.0
+
+
+def test_auxiliary_loss_teaches_the_discriminator_to_classify(tmp_path: Path) -> None:
+    # 300 steps on digits at 16 px: D's class head, never fed the label, must name the digit of
+    # held-out real images far above chance (10%).
+    from ganport.trainer.datasets import load_dataset
+
+    assert main(["train", "cgan", "--dataset", "digits", "--image-size", "16", "--batch-size", "32",
+                 "--latent-dim", "16", "--steps", "300", "--sample-interval", "1000",
+                 "--checkpoint-interval", "1000", "--device", "cpu", "--aux-weight", "1",
+                 "--out-dir", str(tmp_path), "--run-name", "run"]) == 0
+    d = build_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt"), "discriminator")
+    test = load_dataset("digits", image_size=16, split="test")
+    images, labels = torch.from_numpy(test.images), torch.from_numpy(test.labels)
+    with torch.no_grad():
+        _, classes = d(images, torch.zeros_like(labels), with_classes=True)
+    accuracy = (classes.argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.6, accuracy
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cgan", "--aux-weight", "-1"], "aux_weight=-1.0"),
+    (["gan", "--aux-weight", "1"], "conditional kinds only"),
+    (["cgan", "--d-conditioning", "hinge"], "concat, projection"),
+    (["dcgan", "--d-conditioning", "projection"], "conditional kinds only"),
+])
+def test_bad_conditioning_options_exit_2(args: list[str], message: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", *args, "--dataset", "digits", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -50,6 +50,11 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "seed of every random generator (default 0)"),
     ("--device", "device", str, "auto (CUDA when available, default) | cpu | cuda"),
     ("--ema", "ema", float, "EMA decay of the generator weights, e.g. 0.999 (default 0 = off)"),
+    ("--aux-weight", "aux_weight", float,
+     "cgan/cdcgan: weight of the AC-GAN auxiliary classification loss (D gets a class head; "
+     "default 1.0 for conditional kinds; 0 = classic cGAN)"),
+    ("--d-conditioning", "d_conditioning", str,
+     "cgan/cdcgan: how D sees the label: concat (default) | projection"),
     ("--arch", "arch", str, "default | simpsons (128 px report architecture; conv kinds)"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes (default 0)"),
     ("--out-dir", "out_dir", str, "folder for run directories (default runs)"),

@@ -129,6 +129,19 @@ def discriminator_loss(spec: LossSpec, real_logits: torch.Tensor,
     return (real_term + fake_term) / 2, real_term, fake_term
 
 
+def auxiliary_class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN auxiliary loss (Odena et al. 2017): cross-entropy of D's class head.
+
+    Args:
+        class_logits: the discriminator's class logits ``[N, n_classes]``.
+        labels: the true (real images) or requested (generated images) classes ``[N]``.
+
+    Returns:
+        Scalar mean cross-entropy (computed in float32, also under autocast).
+    """
+    return F.cross_entropy(class_logits.float(), labels)
+
+
 def aae_regularised_loss(images: torch.Tensor, recon: torch.Tensor,
                          z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder/decoder loss of the AAE report's first step.

@@ -135,15 +135,26 @@ class MLPDiscriminator(_Recorded):
         n_classes: number of classes for a conditional discriminator, 0 for none.
         hidden: widths of the hidden layers.
         dropout: dropout after each hidden layer but the first (the cGAN uses 0.4).
+        aux_classes: classes of an auxiliary classifier head on the last hidden features
+            (AC-GAN, Odena et al. 2017); 0 for none. ``forward(..., with_classes=True)`` then also
+            returns its logits ``[N, aux_classes]``.
+        projection: condition by projection (Miyato & Koyama 2018): the logit gets
+            ``<embed(y), features(x)>`` added instead of the label embedding being concatenated
+            with the image. Needs ``n_classes`` > 0.
     """
 
     def __init__(self, img_shape: list[int], n_classes: int = 0,
-                 hidden: list[int] = (512, 256), dropout: float = 0.0):
+                 hidden: list[int] = (512, 256), dropout: float = 0.0, aux_classes: int = 0,
+                 projection: bool = False):
         super().__init__()
-        self._record(img_shape=img_shape, n_classes=n_classes, hidden=hidden, dropout=dropout)
-        self.label_emb = nn.Embedding(n_classes, n_classes) if n_classes else None
+        if projection and not n_classes:
+            raise InvalidInputError("a projection discriminator needs n_classes > 0")
+        self._record(img_shape=img_shape, n_classes=n_classes, hidden=hidden, dropout=dropout,
+                     aux_classes=aux_classes, projection=projection)
+        concat = n_classes if n_classes and not projection else 0
+        self.label_emb = nn.Embedding(n_classes, n_classes) if concat else None
         layers: list[nn.Module] = []
-        width = math.prod(img_shape) + n_classes
+        width = math.prod(img_shape) + concat
         for i, h in enumerate(hidden):
             layers.append(nn.Linear(width, h))
             if dropout and i > 0:
@@ -151,13 +162,40 @@ class MLPDiscriminator(_Recorded):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width = h
         layers.append(nn.Linear(width, 1))
+        # One Sequential named ``model`` (hidden layers + logit layer), the layout checkpoints
+        # written before the extra heads existed hold.
         self.model = nn.Sequential(*layers)
+        self.proj_emb = nn.Embedding(n_classes, width) if projection else None
+        self.aux_head = nn.Linear(width, aux_classes) if aux_classes else None
 
-    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None,
+                with_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = image.flatten(1)
-        if self.label_emb is not None:
-            x = torch.cat([x, self.label_emb(label)], dim=1)
-        return self.model(x)
+        trunk = self.model[:-1]
+        if self.label_emb is None:
+            return _heads(self, self.model[-1], trunk(x), label, with_classes)
+        logits = self.model[-1](trunk(torch.cat([x, self.label_emb(label)], dim=1)))
+        if not with_classes:
+            return logits
+        if self.aux_head is None:
+            raise InvalidInputError("this discriminator has no auxiliary classifier head")
+        # The class head must not read the label it is asked to predict: it sees the features of
+        # the image with the label input zeroed (a second pass through the same trunk).
+        blank = torch.zeros(x.shape[0], self.label_emb.embedding_dim, dtype=x.dtype, device=x.device)
+        return logits, self.aux_head(trunk(torch.cat([x, blank], dim=1)))
+
+
+def _heads(d: nn.Module, head: nn.Module, h: torch.Tensor, label: torch.Tensor | None,
+           with_classes: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Adversarial logit (plus projection term) and, on request, the auxiliary class logits."""
+    logits = head(h)
+    if d.proj_emb is not None:
+        logits = logits + (d.proj_emb(label) * h).sum(dim=1, keepdim=True)
+    if not with_classes:
+        return logits
+    if d.aux_head is None:
+        raise InvalidInputError("this discriminator has no auxiliary classifier head")
+    return logits, d.aux_head(h)
 
 
 class _ConvUpsampler(nn.Sequential):
@@ -258,24 +296,42 @@ class DCDiscriminator(_Recorded):
         img_shape: input image shape ``[C, H, W]``.
         n_classes: number of classes for a conditional discriminator, 0 for none.
         base_channels: channels of the first convolution (doubled at each stride-2 block).
+        aux_classes: classes of an auxiliary classifier head (AC-GAN); 0 for none (see
+            :class:`MLPDiscriminator`).
+        projection: condition by projection instead of the label plane (see
+            :class:`MLPDiscriminator`).
     """
 
-    def __init__(self, img_shape: list[int], n_classes: int = 0, base_channels: int = 32):
+    def __init__(self, img_shape: list[int], n_classes: int = 0, base_channels: int = 32,
+                 aux_classes: int = 0, projection: bool = False):
         super().__init__()
-        self._record(img_shape=img_shape, n_classes=n_classes, base_channels=base_channels)
+        if projection and not n_classes:
+            raise InvalidInputError("a projection discriminator needs n_classes > 0")
+        self._record(img_shape=img_shape, n_classes=n_classes, base_channels=base_channels,
+                     aux_classes=aux_classes, projection=projection)
         size = _image_size(img_shape)
         self.size = size
-        self.label_emb = nn.Embedding(n_classes, size * size) if n_classes else None
-        in_channels = img_shape[0] + (1 if n_classes else 0)
+        plane = bool(n_classes) and not projection
+        self.label_emb = nn.Embedding(n_classes, size * size) if plane else None
+        in_channels = img_shape[0] + (1 if plane else 0)
         self.features = _ConvDownsampler(in_channels, size, base_channels)
-        self.head = nn.Linear(self.features.out_features, 1)
+        width = self.features.out_features
+        self.head = nn.Linear(width, 1)
+        self.proj_emb = nn.Embedding(n_classes, width) if projection else None
+        self.aux_head = nn.Linear(width, aux_classes) if aux_classes else None
 
-    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        x = image
-        if self.label_emb is not None:
-            plane = self.label_emb(label).view(-1, 1, self.size, self.size)
-            x = torch.cat([x, plane], dim=1)
-        return self.head(self.features(x))
+    def forward(self, image: torch.Tensor, label: torch.Tensor | None = None,
+                with_classes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.label_emb is None:
+            return _heads(self, self.head, self.features(image), label, with_classes)
+        plane = self.label_emb(label).view(-1, 1, self.size, self.size)
+        logits = self.head(self.features(torch.cat([image, plane], dim=1)))
+        if not with_classes:
+            return logits
+        if self.aux_head is None:
+            raise InvalidInputError("this discriminator has no auxiliary classifier head")
+        # As in MLPDiscriminator: the class head sees the image with a blank label plane.
+        return logits, self.aux_head(self.features(torch.cat([image, torch.zeros_like(plane)], dim=1)))
 
 
 class Encoder(_Recorded):
@@ -322,7 +378,8 @@ CONDITIONAL_KINDS = ("cgan", "cdcgan")
 
 
 def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: int,
-                   arch: str = "default") -> dict[str, nn.Module]:
+                   arch: str = "default", *, aux_classifier: bool = False,
+                   projection: bool = False) -> dict[str, nn.Module]:
     """Create the networks of one model kind with dimensions taken from the data set.
 
     Args:
@@ -331,6 +388,10 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
         n_classes: number of classes from the data set (needed > 0 by conditional kinds).
         latent_dim: length of the latent vector z.
         arch: architecture preset for convolutional kinds (``default`` or ``simpsons``).
+        aux_classifier: conditional kinds: give the discriminator an auxiliary classifier head
+            over the ``n_classes`` classes (AC-GAN; ``TrainConfig.aux_weight`` > 0).
+        projection: conditional kinds: a projection discriminator instead of the label
+            concatenated with the image (``TrainConfig.d_conditioning="projection"``).
 
     Returns:
         ``{"generator": ..., "discriminator": ...}`` plus ``"encoder"`` for ``aae``.
@@ -348,19 +409,24 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
     if kind in CONDITIONAL_KINDS and n_classes < 2:
         raise InvalidInputError(f"{kind} needs a labelled data set, this one has {n_classes} classes",
                                 hint="use an unconditional kind (gan, dcgan, aae) or a labelled data set")
+    if (aux_classifier or projection) and kind not in CONDITIONAL_KINDS:
+        raise InvalidInputError(f"an auxiliary classifier or projection discriminator needs a conditional "
+                                f"kind, not {kind!r}", hint=f"use {' or '.join(CONDITIONAL_KINDS)}")
+    cond = {"aux_classes": n_classes if aux_classifier else 0, "projection": projection}
     preset = ARCH_PRESETS[arch]
     if kind == "gan":
         return {"generator": MLPGenerator(latent_dim, img_shape),
                 "discriminator": MLPDiscriminator(img_shape)}
     if kind == "cgan":
         return {"generator": CondMLPGenerator(latent_dim, n_classes, img_shape),
-                "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), dropout=0.4)}
+                "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), dropout=0.4,
+                                                  **cond)}
     if kind == "dcgan":
         return {"generator": DCGenerator(latent_dim, img_shape, **preset),
                 "discriminator": DCDiscriminator(img_shape)}
     if kind == "cdcgan":
         return {"generator": CondDCGenerator(latent_dim, n_classes, img_shape, **preset),
-                "discriminator": DCDiscriminator(img_shape, n_classes)}
+                "discriminator": DCDiscriminator(img_shape, n_classes, **cond)}
     return {"generator": DCGenerator(latent_dim, img_shape, **preset),
             "discriminator": DCDiscriminator(img_shape),
             "encoder": Encoder(img_shape, latent_dim)}

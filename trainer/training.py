@@ -10,8 +10,10 @@ A run directory ``out_dir/<run_name>/`` holds:
 
 - ``config.json``: the resolved :class:`TrainConfig` (``TrainConfig.from_dict`` reads it back);
 - ``metrics.jsonl``: one JSON object per ``log_every`` steps with the window averages of
-  ``d_loss, g_loss, d_real_loss, d_fake_loss, d_x, d_g_z`` (AAE also ``recon_loss, z_mean,
-  z_std``), plus ``step`` (steps done), ``epoch`` (0-based epoch of the last step), ``time``
+  ``d_loss, g_loss, d_real_loss, d_fake_loss, d_x, d_g_z`` (the adversarial terms; AAE also
+  ``recon_loss, z_mean, z_std``; with ``aux_weight`` > 0 also ``d_aux_loss, g_aux_loss`` (the
+  class cross-entropies) and ``d_class_acc, d_class_acc_fake`` (D's class head on the real
+  batch / on G's output for the requested labels, as seen in the G step)), plus ``step`` (steps done), ``epoch`` (0-based epoch of the last step), ``time``
   (seconds of training, continued across resumes) and ``images_per_s``;
 - ``samples/step_NNNNNN.png``: generator samples every ``sample_interval`` steps from latent
   vectors fixed for the whole run (conditional kinds: one row per class, the same z in each
@@ -22,7 +24,9 @@ A run directory ``out_dir/<run_name>/`` holds:
 Algorithms (one step function per family):
 
 - adversarial kinds (gan, dcgan, cgan, cdcgan): draw z (and random labels for conditional
-  kinds), D step on real vs G(z) detached, then G step through D;
+  kinds), D step on real vs G(z) detached, then G step through D; conditional kinds with
+  ``aux_weight`` > 0 (the default) add the AC-GAN terms: D minimises
+  ``aux_weight * CE(class(x), y)`` on the real batch and G ``aux_weight * CE(class(G(z, y)), y)``;
 - aae: a reconstruction step updating E and G with
   ``MSE(x, G(E(x))) + MSE(E(x), 0) + MSE(E(x)^2, 1)^0.5``, then the same adversarial D and G
   steps with z ~ N(0, 1).
@@ -72,7 +76,8 @@ from ganport.trainer.checkpoint import (capture_rng_state, load_checkpoint, netw
 from ganport.trainer.config import TrainConfig
 from ganport.trainer.ema import EMA
 from ganport.trainer.loader import make_loader
-from ganport.trainer.losses import aae_regularised_loss, discriminator_loss, get_loss
+from ganport.trainer.losses import (aae_regularised_loss, auxiliary_class_loss, discriminator_loss,
+                                    get_loss)
 from ganport.trainer.models import CONDITIONAL_KINDS, build_networks
 from ganport.trainer.plots import save_loss_curve, save_sample_grid
 
@@ -172,6 +177,7 @@ class _Trainer:
         self.device = ctx.device
         self.conditional = config.kind in CONDITIONAL_KINDS
         self.loss = get_loss(config.loss)
+        self.aux_weight = float(config.aux_weight or 0.0) if self.conditional else 0.0
         self._stop_signal: int | None = None
         self._records: list[dict[str, Any]] = []
 
@@ -213,7 +219,8 @@ class _Trainer:
     def _build(self) -> None:
         cfg = self.config
         nets = build_networks(cfg.kind, self.info.image_shape, self.info.n_classes, cfg.latent_dim,
-                              arch=cfg.arch)
+                              arch=cfg.arch, aux_classifier=self.aux_weight > 0,
+                              projection=cfg.d_conditioning == "projection")
         self.nets = {role: net.to(self.device) for role, net in nets.items()}
         lrs = {"generator": cfg.lr_g, "discriminator": cfg.lr_d, "encoder": cfg.lr_e}
         self.optimizers = {role: torch.optim.Adam(net.parameters(), lr=lrs[role],
@@ -358,8 +365,11 @@ class _Trainer:
     def _generate(self, model: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return model(z, labels) if self.conditional else model(z)
 
-    def _discriminate(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _discriminate(self, images: torch.Tensor, labels: torch.Tensor | None,
+                      with_classes: bool = False) -> Any:
         d = self.models["discriminator"]
+        if with_classes:
+            return d(images, labels, with_classes=True)
         return d(images, labels) if self.conditional else d(images)
 
     @contextlib.contextmanager
@@ -384,22 +394,43 @@ class _Trainer:
             fake = self._generate(self.models["generator"], z, fake_labels)
 
         self._zero_grad("discriminator")
+        aux = self.aux_weight > 0
         with self._autocast():
-            real_logits = self._discriminate(real, real_labels)
+            if aux:
+                real_logits, real_classes = self._discriminate(real, real_labels, with_classes=True)
+            else:
+                real_logits = self._discriminate(real, real_labels)
             fake_logits = self._discriminate(fake.detach(), fake_labels)
             d_loss, d_real, d_fake = discriminator_loss(self.loss, real_logits, fake_logits)
-        self._optimize(d_loss, "discriminator")
+            d_total = d_loss
+            if aux:
+                # Real images only: D learning to classify G's early, unformed output would teach
+                # G nothing and pull D's class head away from the real classes.
+                d_aux = auxiliary_class_loss(real_classes, real_labels)
+                d_total = d_loss + self.aux_weight * d_aux
+        self._optimize(d_total, "discriminator")
 
         self._zero_grad("generator")
         with self._discriminator_frozen():
             with self._autocast():
-                g_loss = self.loss.fn(self._discriminate(fake, fake_labels), "generator")
-            self._optimize(g_loss, "generator")
+                if aux:
+                    g_logits, g_classes = self._discriminate(fake, fake_labels, with_classes=True)
+                    g_loss = self.loss.fn(g_logits, "generator")
+                    g_aux = auxiliary_class_loss(g_classes, fake_labels)
+                    g_total = g_loss + self.aux_weight * g_aux
+                else:
+                    g_loss = g_total = self.loss.fn(self._discriminate(fake, fake_labels), "generator")
+            self._optimize(g_total, "generator")
         if self.ema is not None:
             self.ema.update(self.nets["generator"])
-        return {"d_loss": d_loss, "g_loss": g_loss, "d_real_loss": d_real, "d_fake_loss": d_fake,
-                "d_x": self.loss.score(real_logits.float()).mean(),
-                "d_g_z": self.loss.score(fake_logits.float()).mean()}
+        metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real_loss": d_real, "d_fake_loss": d_fake,
+                   "d_x": self.loss.score(real_logits.float()).mean(),
+                   "d_g_z": self.loss.score(fake_logits.float()).mean()}
+        if aux:
+            metrics.update(d_aux_loss=d_aux, g_aux_loss=g_aux,
+                           d_class_acc=(real_classes.argmax(1) == real_labels).float().mean(),
+                           d_class_acc_fake=(g_classes.detach().argmax(1) == fake_labels).float().mean())
+        return metrics
 
     def _aae_step(self, real: torch.Tensor, _labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Reconstruction step (E and G), then the adversarial D and G steps."""
