@@ -183,7 +183,8 @@ def _load_state(path: Path, definition: Mapping[str, Any]) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path} is not valid JSON ({exc.msg})", hint="delete it to start the sweep over")
+        raise InvalidInputError(f"{path} is not valid JSON ({exc.msg})",
+                                hint="delete it to start the sweep over") from None
     if state.get("format") != SWEEP_FORMAT:
         raise InvalidInputError(f"{path} is not a ganport sweep state file")
     saved = json.loads(json.dumps(state.get("definition", {}), default=str))
