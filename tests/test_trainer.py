@@ -393,7 +393,8 @@ def test_aux_weight_trains_through_the_cli_and_records_the_head(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("kind, aux, expected", [
-    ("cgan", [], 1.0), ("cdcgan", [], 1.0), ("cgan", ["--aux-weight", "0"], 0.0), ("gan", [], 0.0)])
+    ("cgan", [], 0.25), ("cdcgan", [], 0.25), ("cgan", ["--aux-weight", "0"], 0.0),
+    ("cdcgan", ["--aux-weight", "0.5"], 0.5), ("gan", [], 0.0)])
 def test_aux_weight_defaults_per_kind_and_zero_is_the_classic_cgan(
         kind: str, aux: list[str], expected: float, tmp_path: Path) -> None:
     assert _train_cli(tmp_path, kind, "--steps", "2", "--log-every", "1", *aux) == 0
@@ -405,7 +406,8 @@ def test_aux_weight_defaults_per_kind_and_zero_is_the_classic_cgan(
 
 
 def test_checkpoint_from_before_aux_weight_resumes_as_classic_cgan(tmp_path: Path) -> None:
-    assert _train_cli(tmp_path, "cgan", "--steps", "2", "--aux-weight", "0") == 0
+    # The classic cGAN as trained before these options existed: no head, label concatenated.
+    assert _train_cli(tmp_path, "cgan", "--steps", "2", "--aux-weight", "0", "--d-conditioning", "concat") == 0
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"
     raw = torch.load(latest, weights_only=True)
     for key in ("aux_weight", "d_conditioning"):
@@ -416,6 +418,7 @@ def test_checkpoint_from_before_aux_weight_resumes_as_classic_cgan(tmp_path: Pat
     assert main(["train", "--resume", str(latest), "--steps", "4"]) == 0
     resumed = load_checkpoint(latest)
     assert resumed["step"] == 4 and resumed["config"]["aux_weight"] == 0.0
+    assert resumed["config"]["d_conditioning"] == "concat"
 
 
 def test_auxiliary_loss_teaches_the_discriminator_to_classify(tmp_path: Path) -> None:
@@ -447,3 +450,20 @@ def test_bad_conditioning_options_exit_2(args: list[str], message: str, tmp_path
     assert main(["train", *args, "--dataset", "digits", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_periodic_evaluation_is_logged_with_the_losses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--eval-every N puts the evaluation figures into the metrics row of that step."""
+    cache = tmp_path / "classifiers"
+    monkeypatch.setenv("GANPORT_CACHE_DIR", str(cache))
+    assert _train_cli(tmp_path, "cgan", "--steps", "8", "--log-every", "3", "--batch-size", "16",
+                      "--eval-every", "1", "--eval-n", "40", "--threads", "1") == 0
+    rows = _metrics(tmp_path / "run")
+    evaluated = [row for row in rows if "eval_cond_acc" in row]
+    # 64 images / batch 16 = 4 steps per epoch: evaluations at steps 4 and 8, beside the losses.
+    assert [row["step"] for row in evaluated] == [4, 8]
+    for row in evaluated:
+        assert 0.0 <= row["eval_cond_acc"] <= 1.0
+        assert math.isfinite(row["eval_fd"]) and row["eval_fd"] >= 0
+        assert math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"])
+    assert any(cache.iterdir()), "the reference classifier was not cached"

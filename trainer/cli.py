@@ -52,13 +52,17 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--ema", "ema", float, "EMA decay of the generator weights, e.g. 0.999 (default 0 = off)"),
     ("--aux-weight", "aux_weight", float,
      "cgan/cdcgan: weight of the AC-GAN auxiliary classification loss (D gets a class head; "
-     "default 1.0 for conditional kinds; 0 = classic cGAN)"),
+     "default 0.25 for conditional kinds; 0 = the classic cGAN)"),
     ("--d-conditioning", "d_conditioning", str,
-     "cgan/cdcgan: how D sees the label: concat (default) | projection"),
+     "cgan/cdcgan: how D sees the label: projection (default) | concat (the classic cGAN)"),
     ("--arch", "arch", str, "default | simpsons (128 px report architecture; conv kinds)"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes (default 0)"),
     ("--out-dir", "out_dir", str, "folder for run directories (default runs)"),
     ("--run-name", "run_name", str, "run directory name (default KIND-DATASET-TIMESTAMP)"),
+    ("--eval-every", "eval_every", int,
+     "evaluate every N epochs (conditional accuracy, FD; logged with the losses; default 0 = off)"),
+    ("--eval-n", "eval_n", int, "generated samples per periodic evaluation (default 2000)"),
+    ("--threads", "threads", int, "torch intra-op threads (default: torch's choice)"),
 ]
 
 
@@ -74,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU (default off)")
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
     parser.add_argument("--dataset-option", dest="dataset_option", action="append", default=None,
                         metavar="KEY=VALUE", help="data-set option (repeatable), e.g. palette=3")
     parser.add_argument("--resume", default=None, metavar="PATH",
@@ -111,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         given["kind"] = args.kind
     if args.amp is not None:
         given["amp"] = args.amp
+    if args.tensorboard is not None:
+        given["tensorboard"] = args.tensorboard
     dataset_options = _parse_dataset_options(args.dataset_option)
     if dataset_options is not None:
         given["dataset_options"] = dataset_options

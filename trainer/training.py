@@ -79,7 +79,9 @@ from ganport.trainer.loader import make_loader
 from ganport.trainer.losses import (aae_regularised_loss, auxiliary_class_loss, discriminator_loss,
                                     get_loss)
 from ganport.trainer.models import CONDITIONAL_KINDS, build_networks
+from ganport.runtime.images import make_grid, to_uint8
 from ganport.trainer.plots import save_loss_curve, save_sample_grid
+from ganport.trainer.tb import TensorBoardLogger
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +313,7 @@ class _Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.sample_dir = run_dir / "samples"
         self.metrics_path = run_dir / "metrics.jsonl"
+        self.tb = TensorBoardLogger(run_dir / "tensorboard", enabled=self.ctx.is_main and self.config.tensorboard)
         if not self.ctx.is_main:
             return
         self.sample_dir.mkdir(parents=True, exist_ok=True)
@@ -460,6 +463,9 @@ class _Trainer:
             images = torch.cat(chunks).float().cpu().numpy()
             save_sample_grid(self.sample_dir / f"step_{self.step:06d}.png", images, SAMPLE_COLUMNS,
                              self.info.value_range)
+            if self.tb.active:
+                grid = make_grid(to_uint8(images, self.info.value_range), nrow=SAMPLE_COLUMNS)
+                self.tb.images("samples", grid, self.step)
             if self.config.kind == "aae" and len(self.recon_images):
                 recon = generator(self.nets["encoder"].eval()(self.recon_images))
                 self.nets["encoder"].train()
@@ -505,8 +511,13 @@ class _Trainer:
         logger.debug("checkpoint %s", path)
         return path
 
-    def _log(self, window: list[dict[str, torch.Tensor]], epoch: int, images: int, seconds: float) -> dict[str, Any]:
-        """Average the window's metrics (over ranks too) and append a row on rank 0."""
+    def _log(self, window: list[dict[str, torch.Tensor]], epoch: int, images: int, seconds: float,
+             extra: dict[str, float] | None = None) -> dict[str, Any]:
+        """Average the window's metrics (over ranks too) and append a row on rank 0.
+
+        ``extra`` (periodic evaluation figures) joins the same row, so the loss curve, which
+        reads the last row's keys, keeps its loss lines.
+        """
         keys = list(window[0])
         means = torch.stack([torch.stack([m[k].detach().float() for m in window]).mean() for k in keys])
         means = distributed.mean_across_ranks(self.ctx, means).tolist()
@@ -517,11 +528,26 @@ class _Trainer:
         bad = [k for k in keys if not math.isfinite(row[k])]
         if bad:
             logger.warning("step %d: non-finite %s", self.step, ", ".join(bad))
+        row.update(extra or {})
         if self.ctx.is_main:
             with self.metrics_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             self._records.append(row)
+            self.tb.scalars(row, self.step)
         return row
+
+    def _evaluate(self) -> dict[str, float]:
+        """Periodic evaluation figures (rank 0 only; other ranks return nothing)."""
+        if not self.ctx.is_main:
+            return {}
+        from ganport.trainer import evaluation
+
+        generator = self.ema.module if self.ema is not None else self.nets["generator"]
+        figures = evaluation.evaluate_during_training(self.config, self.info, generator,
+                                                      self.nets.get("encoder"), n=self.config.eval_n)
+        logger.info("step %d evaluation: %s", self.step,
+                    ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+        return figures
 
     # ----------------------------------------------------------------------------- loop
 
@@ -552,6 +578,8 @@ class _Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self._seed_everything()
         self._load_data()
         self._build()
@@ -564,6 +592,11 @@ class _Trainer:
         self._setup_run_dir()
         self.sample_inputs = self._fixed_sample_inputs()
         step_fn = self._aae_step if cfg.kind == "aae" else self._adversarial_step
+        if self.ctx.is_main and cfg.eval_every:
+            # Train/load the reference classifier now, not mid-loop where other ranks would wait.
+            from ganport.trainer import evaluation
+
+            evaluation.prepare_evaluation(cfg, self.info, n=cfg.eval_n)
         if self.ctx.is_main:
             logger.info("run %s: %s on %s, %d steps (%d per epoch)", self.run_dir, cfg.kind,
                         self.device, self.total_steps, self.steps_per_epoch)
@@ -575,6 +608,7 @@ class _Trainer:
         finally:
             for sig, old in previous_handlers.items():
                 signal.signal(sig, old)
+            self.tb.close()
         latest = self.ckpt_dir / "latest.pt"
         if self.ctx.is_main:
             self._finish()
@@ -615,8 +649,10 @@ class _Trainer:
                         bar.set_postfix(batch=f"{batch_index + 1}/{self.steps_per_epoch}",
                                         **{k: f"{v:.3f}" for k, v in latest.items()})
                     done = self.step >= self.total_steps
-                    if self.step % cfg.log_every == 0 or done:
-                        self._log(window, epoch, window_images, time.perf_counter() - window_start)
+                    eval_due = bool(cfg.eval_every) and self.step % (cfg.eval_every * self.steps_per_epoch) == 0
+                    if self.step % cfg.log_every == 0 or done or eval_due:
+                        self._log(window, epoch, window_images, time.perf_counter() - window_start,
+                                  extra=self._evaluate() if eval_due else None)
                         window, window_images, window_start = [], 0, time.perf_counter()
                     if self.ctx.is_main and self.step % cfg.sample_interval == 0:
                         self._write_samples()
