@@ -16,7 +16,7 @@ distance and of the precision/recall estimate.
 Cache: one file per (data set, image size, options) under ``cache_dir`` (default
 ``$GANPORT_CACHE_DIR`` or ``~/.cache/ganport/classifiers``), named
 ``<dataset>-<size>-<hash of the options>.pt``. It is written atomically with
-:func:`ganport.trainer.checkpoint.save_checkpoint` and holds only tensors, numbers, strings,
+:func:`ganport.atomic.atomic_write` and holds only tensors, numbers, strings,
 lists and dicts, so it loads with ``torch.load(weights_only=True)``.
 
 Example::
@@ -473,10 +473,9 @@ def save_classifier(path: str | Path, clf: ReferenceClassifier) -> Path:
     Returns:
         The path written.
     """
-    from ganport.trainer.checkpoint import save_checkpoint
+    from ganport.atomic import atomic_write
 
     payload = {
-        # save_checkpoint fills in the checkpoint format; these keys replace it with ours.
         "format": CLASSIFIER_FORMAT, "format_version": CLASSIFIER_VERSION,
         "task": clf.task, "spec": clf.spec.to_dict(), "key": clf.spec.key(),
         "network": {"class": type(clf.net).__name__, "init_args": dict(clf.net.init_args),
@@ -485,7 +484,7 @@ def save_classifier(path: str | Path, clf: ReferenceClassifier) -> Path:
         "test_metrics": clf.test_metrics, "target_mean": list(clf.target_mean),
         "target_std": list(clf.target_std), "train_seconds": float(clf.train_seconds),
     }
-    clf.path = save_checkpoint(path, payload)
+    clf.path = atomic_write(path, lambda handle: torch.save(payload, handle))
     return clf.path
 
 

@@ -25,9 +25,7 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ganport.atomic import atomic_write
 from ganport.errors import CheckpointError, GanportError, InvalidInputError
 from ganport.runtime.images import decode_png, make_grid, save_png, to_uint8
 
@@ -161,19 +160,9 @@ def _short(value: Any) -> str:
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Temp file + rename: an interrupted sweep never leaves a half-written state file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """An interrupted sweep never leaves a half-written state file."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def _load_state(path: Path, definition: Mapping[str, Any]) -> dict[str, Any]:
