@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -130,22 +132,33 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     return array
 
 
+# PNG colour types by channel count: grey, grey+alpha, RGB, RGBA.
+_PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
     """Encode one uint8 ``[H, W, C]`` image (C = 1, 2, 3 or 4; or ``[H, W]``) as PNG bytes.
+
+    Written directly (8-bit, no row filter, zlib): for the small images generators make this is
+    several times faster than going through Pillow, which dominated the server's PNG cost.
 
     Example:
         >>> encode_png(np.zeros((2, 2, 3), np.uint8))[:4]
         b'\\x89PNG'
     """
-    from PIL import Image
-
-    array = _as_hwc(image)
-    channels = array.shape[2]
-    # Pillow infers the mode (L, LA, RGB, RGBA) from the array's shape.
-    pil = Image.fromarray(np.ascontiguousarray(array[..., 0] if channels == 1 else array))
-    buffer = io.BytesIO()
-    pil.save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+    array = np.ascontiguousarray(_as_hwc(image))
+    height, width, channels = array.shape
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
+    # Each scanline starts with its filter type byte (0 = none).
+    rows = np.zeros((height, 1 + width * channels), np.uint8)
+    rows[:, 1:] = array.reshape(height, width * channels)
+    return b"".join((b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)),
+                     _png_chunk(b"IEND", b"")))
 
 
 def decode_png(data: bytes) -> np.ndarray:

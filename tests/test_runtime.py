@@ -509,7 +509,7 @@ def test_make_grid_places_images_row_by_row():
         make_grid(images, nrow=0)
 
 
-@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB"), (4, "RGBA")])
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
 def test_png_round_trip_through_pil(tmp_path, channels, mode):
     image = np.random.default_rng(channels).integers(0, 256, (7, 9, channels), dtype=np.uint8)
     data = encode_png(image)
