@@ -91,7 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     datasets.set_defaults(handler=run_datasets)
 
 
-def _parse_dataset_options(items: list[str] | None) -> dict[str, str] | None:
+def parse_dataset_options(items: list[str] | None) -> dict[str, str] | None:
+    """``--dataset-option KEY=VALUE`` flags as a dict (None when none were given)."""
     if items is None:
         return None
     options: dict[str, str] = {}
@@ -119,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         given["amp"] = args.amp
     if args.tensorboard is not None:
         given["tensorboard"] = args.tensorboard
-    dataset_options = _parse_dataset_options(args.dataset_option)
+    dataset_options = parse_dataset_options(args.dataset_option)
     if dataset_options is not None:
         given["dataset_options"] = dataset_options
     if args.resume:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ganport.errors import InvalidInputError
+from ganport.trainer.cli import parse_dataset_options
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,6 @@ def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.classifier_train_n is not None:
         options["train_n"] = args.classifier_train_n
     return options
-
-
-def _parse_options(items: list[str] | None) -> dict[str, str] | None:
-    if items is None:
-        return None
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInputError(f"--dataset-option {item!r} must look like KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -138,7 +127,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = evaluate(source, args.dataset, n=args.n, seed=args.seed, cache_dir=args.cache_dir,
                        precision_recall_samples=args.pr_samples,
                        classifier_options=_classifier_options(args),
-                       dataset_options=_parse_options(args.dataset_option), data_root=args.data_root,
+                       dataset_options=parse_dataset_options(args.dataset_option), data_root=args.data_root,
                        progress=lambda line: print(line, file=sys.stderr))
     print(format_report(results))
     if args.out:
