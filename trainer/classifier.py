@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 CLASSIFIER_FORMAT = "ganport.classifier"
 #: Bump when the network or its training changes: old cache files are then ignored (retrained).
-CLASSIFIER_VERSION = 1
+CLASSIFIER_VERSION = 2
 TASKS = ("classification", "regression")
 #: Images classified per forward pass at inference.
 INFERENCE_BATCH = 512

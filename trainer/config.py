@@ -73,8 +73,9 @@ class TrainConfig:
         seed: seed of every random number generator (weights, noise, data order).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
-        ema: decay of an exponential moving average of the generator weights (0 = off); when on,
-            the EMA weights are what samples show and what export uses.
+        ema: decay of an exponential moving average of the generator weights (0 = off; default
+            0.999, warmed up over the first steps, see :class:`~ganport.trainer.ema.EMA`); when
+            on, the EMA weights are what samples show and what export uses.
         arch: architecture preset of the convolutional kinds: ``default`` or ``simpsons`` (128 px report).
         aux_weight: conditional kinds: weight of the auxiliary classification loss (AC-GAN,
             Odena et al. 2017). The discriminator gets a class head on its features (fed the image
@@ -137,7 +138,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    ema: float = 0.0
+    ema: float = 0.999
     arch: str = "default"
     aux_weight: float | None = None
     d_conditioning: str | None = None

@@ -20,6 +20,9 @@ class EMA:
     """Shadow copy of a network updated as ``ema = decay * ema + (1 - decay) * weights``.
 
     Buffers (BatchNorm running statistics) are copied, not averaged: they are already averages.
+    Given the step number, the decay is warmed up as ``min(decay, (1 + step) / (10 + step))``
+    (as TensorFlow's moving averages do), so a short run's average is not dominated by the
+    random initial weights: 0.1 at step 0, 0.9 at step 80, 0.999 from step ~9,000.
 
     Args:
         net: the network to track (unwrapped, not DistributedDataParallel).
@@ -38,10 +41,16 @@ class EMA:
             param.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
-        """Move the average one step towards ``net``'s current weights."""
+    def update(self, net: nn.Module, step: int | None = None) -> None:
+        """Move the average one step towards ``net``'s current weights.
+
+        Args:
+            net: the tracked network.
+            step: the training step (0-based) for the warm-up; None uses ``decay`` as is.
+        """
+        decay = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
         for shadow, param in zip(self.module.parameters(), net.parameters()):
-            shadow.lerp_(param.detach(), 1.0 - self.decay)
+            shadow.lerp_(param.detach(), 1.0 - decay)
         for shadow, buffer in zip(self.module.buffers(), net.buffers()):
             shadow.copy_(buffer)
 

@@ -425,7 +425,7 @@ class _Trainer:
                     g_loss = g_total = self.loss.fn(self._discriminate(fake, fake_labels), "generator")
             self._optimize(g_total, "generator")
         if self.ema is not None:
-            self.ema.update(self.nets["generator"])
+            self.ema.update(self.nets["generator"], self.step)
         metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real_loss": d_real, "d_fake_loss": d_fake,
                    "d_x": self.loss.score(real_logits.float()).mean(),
                    "d_g_z": self.loss.score(fake_logits.float()).mean()}

@@ -8,16 +8,24 @@ How a sample is made:
 
 1. Each (font, character, stroke weight) is rendered once, white on black, at about twice the
    output resolution, lightly blurred (so it can be resampled without aliasing), and cached
-   as a *prototype*. Every font is scaled so its capital ``H`` has the same height, which keeps
-   the relative size of letters ("o" is smaller than "O", "j" is taller than "a") — that size is
-   the only cue between several upper/lower-case pairs.
-2. For a whole batch at once, each output pixel is mapped back into its prototype through a
+   as a *prototype*. Every font is scaled so its capital ``H`` has the same height, and every
+   glyph keeps its place on the font's baseline: "o" is smaller than "O" and sits on the same
+   line, "p" descends below it, "l" rises above "I" where the font draws it taller. Size and
+   position are the only cues between several upper/lower-case pairs, and they make rendered
+   words look like text.
+2. Look-alikes are removed per font: where a classic confusable pair renders (almost) the
+   same in one font (``I`` and ``l`` in a sans-serif, ``0`` and ``O`` in a monospace), the
+   later class in label order is not drawn from that font. Every class then stays
+   distinguishable from the others, as a reader expects of a character set, and a classifier
+   can judge generated samples (see :data:`LOOKALIKE_PAIRS`).
+3. For a whole batch at once, each output pixel is mapped back into its prototype through a
    random affine transform (rotation, shear, anisotropic scale, translation) plus a smooth
    random displacement field (elastic distortion), and the prototype is sampled bilinearly.
-3. A random "levels" adjustment thickens or thins the strokes a little.
+4. A random "levels" adjustment thickens or thins the strokes a little.
 
-Glyphs are centred on their bounding box, white on black like EMNIST, and deterministic given
-``seed``. Labels follow EMNIST byclass order: ``0-9`` are 0..9, ``A-Z`` 10..35, ``a-z`` 36..61.
+Glyphs are centred horizontally on their ink, vertically on the line (baseline at about 73% of
+the frame height), white on black like EMNIST, and deterministic given ``seed``. Labels follow
+EMNIST byclass order: ``0-9`` are 0..9, ``A-Z`` 10..35, ``a-z`` 36..61.
 """
 
 from __future__ import annotations
@@ -44,12 +52,24 @@ DEFAULT_SIZE = 28
 DEFAULT_PER_CLASS = 400
 FONT_CHOICES = ("all", "pillow")
 
-# Height of a capital "H" as a fraction of the frame (MNIST puts digits in a 20/28 box; the
-# tallest glyphs, e.g. "j" or "Q", are ~1.3x the cap height and must still fit).
-_CAP_FRACTION = 0.6
-# No glyph may exceed this fraction of the frame (wide "W"/"M" in bold serif fonts would
-# otherwise touch the border); only oversized glyphs are shrunk, the rest keep their size.
+# Height of a capital "H" as a fraction of the frame. A line spans about 1.35 cap heights
+# (ascenders ~1.05 above the baseline, descenders ~0.3 below), which must fit with a margin.
+_CAP_FRACTION = 0.54
+# The frame's centre lies this many cap heights above the baseline: the middle of the line's
+# span, so ascenders and descenders get the same margin.
+_LINE_CENTRE = 0.4
+# No glyph may be wider than this fraction of the frame (wide "W"/"M" in bold serif fonts
+# would otherwise touch the border); only those are shrunk, about their baseline.
 _MAX_FRACTION = 0.78
+#: The classic typographic confusables. Size and baseline separate the case pairs (``o``/``O``),
+#: but in many fonts these pairs have one shape at one size: a sans-serif ``I`` is an ``l`` cut
+#: 4% shorter, a monospace ``0`` is an ``O`` with a small dot.
+LOOKALIKE_PAIRS = (("0", "O"), ("1", "I"), ("1", "l"), ("I", "l"))
+#: A pair counts as look-alike in a font when its prototypes differ by less than this share of
+#: their ink (sum of absolute differences over the larger ink sum). Measured on the bundled
+#: fonts: DejaVu Sans ``I``/``l`` 0.18, DejaVu Sans Mono ``0``/``O`` 0.18-0.29, STIX ``1``/``I``
+#: 0.12, against 0.4-1.4 for pairs a reader tells apart (serifs, flags, slashed zeros).
+LOOKALIKE_THRESHOLD = 0.4
 # Prototypes are rendered at up to this many times the output resolution, then resampled...
 _OVERSAMPLE = 2.0
 # ...but with a capital H at most this many pixels tall, so large outputs stay cheap in memory
@@ -140,25 +160,37 @@ def _font_sources(fonts: str) -> list[Path | None]:
 
 @dataclass(frozen=True)
 class _Prototypes:
-    """Rendered glyphs ``[n_fonts, 62, n_strokes, S, S]`` as uint8 0..255, each centred.
+    """Rendered glyphs ``[n_fonts, 62, n_strokes, S, S]`` as uint8 0..255, on a common baseline.
 
     ``cap_px`` is the height of a capital H in prototype pixels (the same for every font).
+    ``available[f, k]`` is False where class ``k`` is not drawn from font ``f`` (a look-alike
+    of an earlier class there).
     """
 
     images: np.ndarray
     cap_px: float
     font_names: tuple[str, ...]
+    available: np.ndarray
 
 
 def _render(font, char: str, canvas: int, stroke: int) -> Image.Image:
     image = Image.new("L", (canvas, canvas), 0)
     draw = ImageDraw.Draw(image)
-    # Drawn well inside a large canvas: only the ink bounding box is kept afterwards.
+    # Every character is drawn from the same origin well inside a large canvas, so rows keep
+    # their meaning across characters (the baseline is the same row for all of them).
     draw.text((canvas // 4, canvas // 4), char, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
     return image
 
 
-def _render_font(source: Path | None, cap_px: float, oversample: float) -> list[list[Image.Image]] | None:
+@dataclass(frozen=True)
+class _Crop:
+    """A tight-cropped render and where its top row lies relative to the baseline (pixels)."""
+
+    image: Image.Image
+    top: float
+
+
+def _render_font(source: Path | None, cap_px: float, oversample: float) -> list[list[_Crop]] | None:
     """Tight-cropped renders ``[62][n_strokes]`` of one font scaled to ``cap_px``, or None.
 
     None means the font turned out unusable (e.g. identical boxes for different characters).
@@ -173,33 +205,57 @@ def _render_font(source: Path | None, cap_px: float, oversample: float) -> list[
     font = _load_font(source, size)
     canvas = size * 4
     cap_box = _render(font, "H", canvas, 0).getbbox()
+    if cap_box is None:
+        return None
+    baseline = cap_box[3]  # H sits on the baseline without overshoot
     # Bitmap fonts ignore the size: resample their renders to the wanted cap height instead.
-    factor = cap_px / (cap_box[3] - cap_box[1]) if cap_box else 1.0
+    factor = cap_px / (cap_box[3] - cap_box[1])
     limit = cap_px * _MAX_FRACTION / _CAP_FRACTION
-    crops: list[list[Image.Image]] = []
+    crops: list[list[_Crop]] = []
     seen: set[bytes] = set()
     for char in CLASS_NAMES:
-        per_stroke = []
+        renders = []
         for stroke_out in _STROKES:
             stroke = round(stroke_out * oversample)
             image = _render(font, char, canvas, stroke)
             bbox = image.getbbox()
             if bbox is None:
                 return None
-            per_stroke.append(image.crop(bbox))
+            renders.append((image.crop(bbox), bbox[1] - baseline))
         # One zoom for all stroke weights of a glyph, so heavier strokes stay heavier.
-        w, h = per_stroke[0].size
-        zoom = factor * min(1.0, limit / (max(w, h) * factor))
-        if abs(zoom - 1.0) > 0.02:
-            per_stroke = [
-                c.resize((max(1, round(c.size[0] * zoom)), max(1, round(c.size[1] * zoom))), Image.Resampling.LANCZOS)
-                for c in per_stroke
-            ]
-        seen.add(per_stroke[0].tobytes())
+        zoom = factor * min(1.0, limit / (renders[0][0].size[0] * factor))
+        per_stroke = []
+        for crop, top in renders:
+            if abs(zoom - 1.0) > 0.02:
+                crop = crop.resize((max(1, round(crop.size[0] * zoom)), max(1, round(crop.size[1] * zoom))),
+                                   Image.Resampling.LANCZOS)
+            per_stroke.append(_Crop(crop, top * zoom))
+        seen.add(per_stroke[0].image.tobytes())
         crops.append(per_stroke)
     if len(seen) < len(CLASS_NAMES) - 2:  # placeholder-box fonts render everything alike
         return None
     return crops
+
+
+def _lookalike_mask(stack: np.ndarray, names: list[str]) -> np.ndarray:
+    """``available[f, k]``: False where class ``k`` is drawn like an earlier class in font ``f``.
+
+    Only :data:`LOOKALIKE_PAIRS` are compared (thin stroke, prototype resolution); the later
+    class of a look-alike pair is left out of that font. A class is never removed from its
+    last font (with ``fonts="pillow"`` every class keeps its only source).
+    """
+    available = np.ones(stack.shape[:2], bool)
+    for f, name in enumerate(names):
+        for first, second in LOOKALIKE_PAIRS:
+            a = stack[f, CLASS_NAMES.index(first), 0].astype(np.float32)
+            k = CLASS_NAMES.index(second)
+            b = stack[f, k, 0].astype(np.float32)
+            share = np.abs(a - b).sum() / max(a.sum(), b.sum(), 1.0)
+            if share < LOOKALIKE_THRESHOLD and available[f, k] and available[:, k].sum() > 1:
+                available[f, k] = False
+                logger.debug("glyphs: %s draws %r like %r (difference %.2f); not used for %r",
+                             name, second, first, share, second)
+    return available
 
 
 @lru_cache(maxsize=8)
@@ -219,20 +275,32 @@ def _prototypes(image_size: int, fonts: str) -> _Prototypes:
         names.append("pillow-default" if source is None else source.stem)
     if not rendered:
         raise DatasetError(f"{NAME}: no usable font found", hint="install matplotlib (pip install 'ganport[train]')")
-    largest = max(max(c.size) for crops in rendered for per in crops for c in per)
-    side = largest + 8  # zero border so out-of-glyph samples read black
+    # Canvas: the frame's centre maps to the canvas centre, which lies _LINE_CENTRE cap heights
+    # above the baseline; the side is large enough for the widest and the deepest glyph.
+    baseline_offset = _LINE_CENTRE * cap_px
+    reach = 0.0
+    for crops in rendered:
+        for per_stroke in crops:
+            for crop in per_stroke:
+                w, h = crop.image.size
+                top = crop.top + baseline_offset
+                reach = max(reach, w / 2, abs(top), abs(top + h))
+    side = 2 * int(np.ceil(reach)) + 8  # zero border so out-of-glyph samples read black
+    centre = (side - 1) / 2
     # uint8 storage: a quarter of the memory, and gathers from it are faster.
     stack = np.zeros((len(rendered), len(CLASS_NAMES), len(_STROKES), side, side), np.uint8)
     for f, crops in enumerate(rendered):
         for k, per_stroke in enumerate(crops):
             for s, crop in enumerate(per_stroke):
-                w, h = crop.size
-                # Centre the ink bounding box in the canvas.
+                w, h = crop.image.size
                 canvas = Image.new("L", (side, side), 0)
-                canvas.paste(crop, ((side - w) // 2, (side - h) // 2))
+                # Centred horizontally on the ink, vertically on the line.
+                canvas.paste(crop.image, (int(round(centre - w / 2)), int(round(centre + baseline_offset + crop.top))))
                 stack[f, k, s] = np.asarray(canvas.filter(blur), np.uint8)
-    logger.debug("rendered %d glyph prototypes (%d fonts, side %d)", stack[..., 0, 0].size, len(names), side)
-    return _Prototypes(stack, cap_px, tuple(names))
+    available = _lookalike_mask(stack, names)
+    logger.debug("rendered %d glyph prototypes (%d fonts, side %d, %d look-alikes left out)",
+                 stack[..., 0, 0].size, len(names), side, int((~available).sum()))
+    return _Prototypes(stack, cap_px, tuple(names), available)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +348,10 @@ def _make_batch(
     """Render ``len(labels)`` distorted glyphs as float32 ``[n, 1, size, size]`` in [-1, 1]."""
     n = len(labels)
     n_fonts, n_classes, n_strokes, side, _ = protos.images.shape
-    font = rng.integers(0, n_fonts, n)
+    # Each sample's font is drawn among the fonts that draw its class.
+    counts = protos.available.sum(axis=0)
+    order = np.argsort(~protos.available, axis=0, kind="stable")  # usable fonts first, per class
+    font = order[(rng.random(n) * counts[labels]).astype(np.int64), labels]
     stroke = rng.integers(0, n_strokes, n)
     index = (font * n_classes + labels) * n_strokes + stroke
 
