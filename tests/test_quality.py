@@ -283,6 +283,27 @@ def test_ema_weights_are_what_build_and_export_use(ema_package):
     assert np.abs(exported - other).max() > 1e-3
 
 
+def test_ema_decay_warms_up_with_the_step():
+    from ganport.trainer.config import TrainConfig
+    from ganport.trainer.ema import EMA
+
+    net = torch.nn.Linear(3, 2)
+    ema = EMA(net, 0.999)
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net, step=0)  # decay min(0.999, 1/10): the average moves 90% of the way
+    torch.testing.assert_close(ema.module.weight, start + 0.9)
+    ema.update(net, step=None)  # no step: the plain decay
+    torch.testing.assert_close(ema.module.weight, start + 0.9 + 0.1 * 0.001)
+    late = EMA(net, 0.999)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    late.update(net, step=100_000)
+    torch.testing.assert_close(late.module.weight, start + 1.0 + 0.001)
+    assert TrainConfig(kind="cgan", dataset="glyphs").validate().ema == 0.999  # on by default
+
+
 def test_package_and_checkpoint_evaluate_the_same(ema_package, reference):
     ckpt_path, package = ema_package
     from_ckpt = evaluate(open_source(ckpt_path), n=300, reference=reference)

@@ -60,7 +60,7 @@ MAX_TEST_IMAGES = 10_000
 # Share of the training split held out when a data set has no test split (a folder of images).
 _HOLDOUT_FRACTION = 0.1
 # Default training length: about this many images seen in total, within [min, max] epochs
-# (glyphs: 11 epochs, ~97% test accuracy; digits: 60 epochs, ~99%).
+# (glyphs: 4 epochs of 100,000 rendered images; digits: 60 epochs).
 _TARGET_IMAGES = 250_000
 _MIN_EPOCHS, _MAX_EPOCHS = 4, 60
 
@@ -119,13 +119,15 @@ class ClassifierSpec:
         image_size: image side the generators produce (the set is resized to it).
         data_root: folder of a file-based data set.
         dataset_options: loader options as ``((key, value), ...)`` or a dict (e.g. palette=3).
-        train_n: train on at most this many images of the training split (None: all).
+        train_n: train on at most this many images of the training split (None: the data
+            set's ``reference_train_n``, e.g. 100,000 rendered glyphs, else the whole split).
         epochs: passes over the training images (None: enough to see ~250k images, 4..60).
         batch_size: images per step.
         lr: peak learning rate of the one-cycle schedule (Adam).
         width: channels of the first convolution.
         feature_dim: width of the feature layer.
-        shift: random translation of training images, in pixels (None: ``image_size // 14``).
+        shift: random translation of training images, in pixels (None: ``image_size // 28``,
+            at least 1: more would blur the position cues between o/O or p/P).
         noise: share of training images given random pixel noise (Gaussian plus salt and pepper),
             so the judge reads shapes and does not fall apart on a generator's speckles.
         seed: seed of weights, data order and augmentation.
@@ -276,9 +278,19 @@ def _rows(data: Any, start: int | None, stop: int | None) -> Any:
                                params=None if data.params is None else data.params[start:stop])
 
 
+def _train_n(spec: ClassifierSpec) -> int | None:
+    """Training images to load: the spec's ``train_n``, else the data set's own default."""
+    from ganport.trainer.datasets.registry import REGISTRY
+
+    if spec.train_n is not None:
+        return spec.train_n
+    row = REGISTRY.get(spec.dataset)
+    return row.reference_train_n if row is not None else None
+
+
 def _split_training(spec: ClassifierSpec) -> tuple[Any, Any]:
     """For sets without a test split: ``(first 90%, last 10%)`` of the training split."""
-    train = _load(spec, "train", spec.train_n)
+    train = _load(spec, "train", _train_n(spec))
     cut = int(round(len(train.images) * (1 - _HOLDOUT_FRACTION)))
     return _rows(train, None, cut), _rows(train, cut, None)
 
@@ -309,7 +321,7 @@ def load_reference_data(spec: ClassifierSpec) -> tuple[Any, Any]:
         _no_test_split(spec, exc)
         train, test = _split_training(spec)
         return train, _rows(test, None, MAX_TEST_IMAGES)
-    return _load(spec, "train", spec.train_n), test
+    return _load(spec, "train", _train_n(spec)), test
 
 
 def task_for(data: Any) -> str:
@@ -359,7 +371,7 @@ def _random_noise(images: torch.Tensor, share: float, generator: torch.Generator
 
 
 def default_epochs(n_train: int) -> int:
-    """Epochs to see about 250k images, clamped to [4, 60] (digits: 60, glyphs: 11)."""
+    """Epochs to see about 250k images, clamped to [4, 60] (digits: 60, glyphs: 4)."""
     return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, math.ceil(_TARGET_IMAGES / max(n_train, 1)))))
 
 
@@ -407,7 +419,7 @@ def train_classifier(spec: ClassifierSpec, progress: Callable[[str], None] | Non
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, epochs=epochs,
                                                    steps_per_epoch=steps_per_epoch)
-    shift = spec.shift if spec.shift is not None else max(1, spec.image_size // 14)
+    shift = spec.shift if spec.shift is not None else max(1, spec.image_size // 28)
     fill = float(train.info.value_range[0])
     net.train()
     for epoch in range(epochs):

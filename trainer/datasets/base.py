@@ -158,6 +158,9 @@ class DatasetSpec:
         splits: the values ``split`` may take.
         needs_root: whether the set is read from files under ``root`` (for listings; the
             loader itself reports a missing root).
+        reference_train_n: images the reference classifier of ``ganport eval`` trains on when
+            not told otherwise; a generated set can render more than its default size (None:
+            the whole training split).
     """
 
     name: str
@@ -166,6 +169,7 @@ class DatasetSpec:
     options: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "test")
     needs_root: bool = False
+    reference_train_n: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------

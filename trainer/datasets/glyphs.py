@@ -13,17 +13,18 @@ How a sample is made:
    line, "p" descends below it, "l" rises above "I" where the font draws it taller. Size and
    position are the only cues between several upper/lower-case pairs, and they make rendered
    words look like text.
-2. Look-alikes are removed per font: where a classic confusable pair renders (almost) the
-   same in one font (``I`` and ``l`` in a sans-serif, ``0`` and ``O`` in a monospace), the
-   later class in label order is not drawn from that font. Every class then stays
-   distinguishable from the others, as a reader expects of a character set, and a classifier
-   can judge generated samples (see :data:`LOOKALIKE_PAIRS`).
+2. Look-alikes are removed: where a glyph of a classic confusable pair renders (almost) like
+   a glyph of the other class, in the same font or in another (``I`` and ``l`` in a
+   sans-serif, ``0`` and ``O`` in a monospace, a Times ``1`` and a sans ``I``), the fewest
+   glyphs that separate the two classes are not drawn. Every class then stays distinguishable
+   from the others, as a reader expects of a character set, and a classifier can judge
+   generated samples (see :data:`LOOKALIKE_PAIRS`).
 3. For a whole batch at once, each output pixel is mapped back into its prototype through a
    random affine transform (rotation, shear, anisotropic scale, translation) plus a smooth
    random displacement field (elastic distortion), and the prototype is sampled bilinearly.
 4. A random "levels" adjustment thickens or thins the strokes a little.
 
-Glyphs are centred horizontally on their ink, vertically on the line (baseline at about 73% of
+Glyphs are centred horizontally on their ink, vertically on the line (baseline at about 72% of
 the frame height), white on black like EMNIST, and deterministic given ``seed``. Labels follow
 EMNIST byclass order: ``0-9`` are 0..9, ``A-Z`` 10..35, ``a-z`` 36..61.
 """
@@ -62,14 +63,16 @@ _LINE_CENTRE = 0.4
 # would otherwise touch the border); only those are shrunk, about their baseline.
 _MAX_FRACTION = 0.78
 #: The classic typographic confusables. Size and baseline separate the case pairs (``o``/``O``),
-#: but in many fonts these pairs have one shape at one size: a sans-serif ``I`` is an ``l`` cut
-#: 4% shorter, a monospace ``0`` is an ``O`` with a small dot.
+#: but these pairs can share one shape at one size: a sans-serif ``I`` is an ``l`` cut 4%
+#: shorter, a monospace ``0`` is an ``O`` with a small dot, a Times ``1`` is a serif ``l``.
 LOOKALIKE_PAIRS = (("0", "O"), ("1", "I"), ("1", "l"), ("I", "l"))
-#: A pair counts as look-alike in a font when its prototypes differ by less than this share of
-#: their ink (sum of absolute differences over the larger ink sum). Measured on the bundled
-#: fonts: DejaVu Sans ``I``/``l`` 0.18, DejaVu Sans Mono ``0``/``O`` 0.18-0.29, STIX ``1``/``I``
-#: 0.12, against 0.4-1.4 for pairs a reader tells apart (serifs, flags, slashed zeros).
-LOOKALIKE_THRESHOLD = 0.4
+#: Two glyphs of a pair are look-alikes when they differ by less than this share of their ink
+#: (sum of absolute differences over the larger ink sum, at any pair of stroke weights), in the
+#: same font or across fonts. Measured on the bundled fonts: DejaVu Sans ``I``/``l`` 0.13, STIX
+#: ``1`` against DejaVu Sans ``I`` 0.15, cmss10 ``l`` against DejaVu Serif ``I`` 0.31 (which a
+#: trained classifier still confused 70% of the time), against 0.4-1.4 for pairs a reader
+#: tells apart by serifs, flags, tails or slashed zeros.
+LOOKALIKE_THRESHOLD = 0.35
 # Prototypes are rendered at up to this many times the output resolution, then resampled...
 _OVERSAMPLE = 2.0
 # ...but with a capital H at most this many pixels tall, so large outputs stay cheap in memory
@@ -238,23 +241,42 @@ def _render_font(source: Path | None, cap_px: float, oversample: float) -> list[
 
 
 def _lookalike_mask(stack: np.ndarray, names: list[str]) -> np.ndarray:
-    """``available[f, k]``: False where class ``k`` is drawn like an earlier class in font ``f``.
+    """``available[f, k]``: False where font ``f``'s glyph of class ``k`` is left out as a look-alike.
 
-    Only :data:`LOOKALIKE_PAIRS` are compared (thin stroke, prototype resolution); the later
-    class of a look-alike pair is left out of that font. A class is never removed from its
-    last font (with ``fonts="pillow"`` every class keeps its only source).
+    The glyphs of each of :data:`LOOKALIKE_PAIRS` (all fonts, both classes) form a graph whose
+    edges join look-alikes of different classes. Glyphs are removed greedily, the one with the
+    most remaining look-alikes first (ties: the later class, then the later font), until no
+    edge is left: few glyphs go, and an odd font's glyph goes rather than every font's glyph
+    of the other class. A class is never removed from its last font.
     """
+    n_fonts = stack.shape[0]
     available = np.ones(stack.shape[:2], bool)
-    for f, name in enumerate(names):
-        for first, second in LOOKALIKE_PAIRS:
-            a = stack[f, CLASS_NAMES.index(first), 0].astype(np.float32)
-            k = CLASS_NAMES.index(second)
-            b = stack[f, k, 0].astype(np.float32)
-            share = np.abs(a - b).sum() / max(a.sum(), b.sum(), 1.0)
-            if share < LOOKALIKE_THRESHOLD and available[f, k] and available[:, k].sum() > 1:
-                available[f, k] = False
-                logger.debug("glyphs: %s draws %r like %r (difference %.2f); not used for %r",
-                             name, second, first, share, second)
+    inks = stack.astype(np.float32)
+    for first, second in LOOKALIKE_PAIRS:
+        classes = (CLASS_NAMES.index(first), CLASS_NAMES.index(second))
+        # edges[i, j]: font i's glyph of `first` looks like font j's glyph of `second`.
+        edges = np.zeros((n_fonts, n_fonts), bool)
+        for i in range(n_fonts):
+            for j in range(n_fonts):
+                for a in inks[i, classes[0]]:
+                    for b in inks[j, classes[1]]:
+                        if np.abs(a - b).sum() < LOOKALIKE_THRESHOLD * max(a.sum(), b.sum(), 1.0):
+                            edges[i, j] = True
+        edges &= available[:, classes[0], None] & available[None, :, classes[1]]
+        while edges.any():
+            degree = (edges.sum(axis=1), edges.sum(axis=0))  # per font: of `first`, of `second`
+            side, font = max(((side, font) for side in (0, 1) for font in range(n_fonts)
+                              if available[:, classes[side]].sum() > 1 and degree[side][font] > 0),
+                             key=lambda item: (degree[item[0]][item[1]], item[0], item[1]), default=(None, None))
+            if side is None:
+                break  # only last fonts of a class are left in look-alike pairs
+            available[font, classes[side]] = False
+            if side == 0:
+                edges[font, :] = False
+            else:
+                edges[:, font] = False
+            logger.debug("glyphs: %s %r left out (looks like %r of %d font(s))", names[font],
+                         CLASS_NAMES[classes[side]], CLASS_NAMES[classes[1 - side]], degree[side][font])
     return available
 
 
