@@ -393,8 +393,8 @@ def test_aux_weight_trains_through_the_cli_and_records_the_head(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("kind, aux, expected", [
-    ("cgan", [], 0.25), ("cdcgan", [], 0.25), ("cgan", ["--aux-weight", "0"], 0.0),
-    ("cdcgan", ["--aux-weight", "0.5"], 0.5), ("gan", [], 0.0)])
+    ("cgan", [], 0.5), ("cdcgan", [], 0.5), ("cgan", ["--aux-weight", "0"], 0.0),
+    ("cdcgan", ["--aux-weight", "0.25"], 0.25), ("gan", [], 0.0)])
 def test_aux_weight_defaults_per_kind_and_zero_is_the_classic_cgan(
         kind: str, aux: list[str], expected: float, tmp_path: Path) -> None:
     assert _train_cli(tmp_path, kind, "--steps", "2", "--log-every", "1", *aux) == 0

@@ -52,7 +52,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--ema", "ema", float, "EMA decay of the generator weights (default 0.999; 0 = off)"),
     ("--aux-weight", "aux_weight", float,
      "cgan/cdcgan: weight of the AC-GAN auxiliary classification loss (D gets a class head; "
-     "default 0.25 for conditional kinds; 0 = the classic cGAN)"),
+     "default 0.5 for conditional kinds; 0 = the classic cGAN)"),
     ("--d-conditioning", "d_conditioning", str,
      "cgan/cdcgan: how D sees the label: projection (default) | concat (the classic cGAN)"),
     ("--arch", "arch", str, "default | simpsons (128 px report architecture; conv kinds)"),

@@ -432,8 +432,8 @@ def load_glyphs(
         seed: random seed; the same ``(seed, split)`` gives identical arrays.
         split: ``"train"`` or ``"test"`` (an independent random stream).
         per_class: samples per class when ``n`` is not given (default 400 -> 24,800 images).
-        distortion: strength of affine, elastic and stroke distortion; 0 gives clean centred
-            glyphs, 1 (default) EMNIST-like variation, up to 3.
+        distortion: strength of affine, elastic and stroke distortion; 0 gives clean glyphs on
+            the baseline, 1 (default) EMNIST-like variation, up to 3.
         fonts: ``"all"`` (matplotlib's fonts + Pillow's) or ``"pillow"`` (Pillow's only).
 
     Returns:

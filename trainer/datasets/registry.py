@@ -25,7 +25,7 @@ _SPECS = [
     DatasetSpec(
         "glyphs",
         glyphs.load_glyphs,
-        "62 EMNIST-style characters (0-9, A-Z, a-z) rendered from installed fonts with random "
+        "62 EMNIST-style characters (0-9, A-Z, a-z) rendered from installed fonts on a common baseline, with random "
         "affine, stroke and elastic distortion; 28x28, 400 per class (built-in)",
         {
             "per_class": "samples per class when n is not given (default 400)",
