@@ -244,6 +244,16 @@ def test_eval_cli_on_a_tiny_aae_reports_reconstruction_and_latents(tiny_checkpoi
     assert len(results["latent"]["std_per_dim"]) == 8
 
 
+def test_eval_of_a_run_checkpoint_keeps_its_json_in_the_run(tiny_checkpoint, reference, cache_dir, capsys):
+    ckpt = Path(tiny_checkpoint("cgan"))
+    expected = ckpt.parent.parent / "eval" / "latest-digits.json"
+    expected.unlink(missing_ok=True)
+    assert main(["eval", str(ckpt), "--dataset", "digits", "-n", "100", "--pr-samples", "0",
+                 "--cache-dir", str(cache_dir), "--classifier-epochs", str(CLF_EPOCHS)]) == 0
+    assert json.loads(expected.read_text())["n_generated"] == 100
+    assert f"results: {expected}" in capsys.readouterr().out
+
+
 def test_eval_of_unknown_model_is_a_clean_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing"), "--dataset", "digits"]) == 2
     assert capsys.readouterr().err.startswith("error:")

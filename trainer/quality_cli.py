@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None, help="package backend: onnx (default), torchscript, pt2")
     p.add_argument("--no-ema", action="store_true", help="checkpoints: evaluate the raw generator weights")
     p.add_argument("--pr-samples", type=int, default=5000, help="precision/recall samples per side (0: skip)")
-    p.add_argument("--out", default=None, metavar="FILE.json", help="write the results as JSON")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="write the results as JSON (default for a run's checkpoint: RUN/eval/<checkpoint>-<dataset>.json)")
     _add_reference_options(p)
     p.set_defaults(handler=run_eval)
 
@@ -118,8 +119,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(handler=run_explore)
 
 
+def default_results_path(model: str | Path, dataset: str) -> Path | None:
+    """Where ``ganport eval`` writes JSON when ``--out`` is not given.
+
+    A checkpoint of a run directory (``RUN/checkpoints/NAME.pt`` beside ``RUN/config.json``)
+    keeps its evaluations with the run: ``RUN/eval/NAME-DATASET.json``. Anything else (a
+    package, a loose file) gets no default file.
+
+    Example:
+        >>> default_results_path("runs/x/checkpoints/latest.pt", "glyphs")  # doctest: +SKIP
+        PosixPath('runs/x/eval/latest-glyphs.json')
+    """
+    path = Path(model)
+    run_dir = path.parent.parent
+    if path.is_file() and path.parent.name == "checkpoints" and (run_dir / "config.json").is_file():
+        return run_dir / "eval" / f"{path.stem}-{dataset}.json"
+    return None
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    """Handler of ``ganport eval``: print the table, optionally write JSON."""
+    """Handler of ``ganport eval``: print the table, write JSON (``--out`` or the run's folder)."""
     _apply_threads(args)
     from ganport.trainer.evaluation import evaluate, format_report, open_source
 
@@ -130,10 +149,13 @@ def run_eval(args: argparse.Namespace) -> int:
                        dataset_options=parse_dataset_options(args.dataset_option), data_root=args.data_root,
                        progress=lambda line: print(line, file=sys.stderr))
     print(format_report(results))
-    if args.out:
-        out = Path(args.out)
+    out = Path(args.out) if args.out else default_results_path(args.model, results["dataset"])
+    if out is not None:
+        from ganport.atomic import atomic_write
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
+        text = (json.dumps(results, indent=2) + "\n").encode()
+        atomic_write(out, lambda handle: handle.write(text))
         print(f"results: {out}")
     return 0
 
