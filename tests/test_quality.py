@@ -110,6 +110,18 @@ def test_reference_classifier_is_accurate_cached_and_weights_only(reference, cac
     assert ClassifierSpec("digits", SIZE, epochs=1).cache_name() != path.name
 
 
+def test_generated_sets_give_their_judge_more_training_images():
+    from ganport.trainer.classifier import _train_n, load_reference_data
+    from ganport.trainer.datasets.registry import REGISTRY
+
+    # glyphs renders as many images as asked: its judge trains on 100,000 unless told otherwise.
+    assert _train_n(ClassifierSpec("glyphs", 28)) == REGISTRY["glyphs"].reference_train_n == 100_000
+    assert _train_n(ClassifierSpec("glyphs", 28, train_n=500)) == 500
+    assert _train_n(ClassifierSpec("digits", 28)) is None  # a fixed set: all of its training split
+    train, test = load_reference_data(ClassifierSpec("digits", 28))
+    assert len(train.images) == 1438 and len(test.images) == 359
+
+
 def test_reference_classifier_reads_shapes_through_speckle_noise(reference):
     # Generators leave isolated bright pixels; a judge trained only on clean images collapses on
     # them (glyphs: 97% -> 24% with 3% speckles before noise augmentation).
