@@ -380,6 +380,31 @@ def test_sweep_of_four_runs_ranks_writes_and_resumes(reference, cache_dir, tmp_p
         run_sweep("cgan", "digits", grid, **{**kwargs, "steps": 3})
 
 
+def test_parallel_sweep_matches_the_sequential_one(reference, cache_dir, tmp_path):
+    from ganport.trainer.sweep import run_sweep
+
+    grid = {"lr_g": [1e-4, 2e-4]}
+    settings = {**TINY_TRAIN, "threads": 1}  # the same threads both ways: bit-identical training
+    kwargs = {"steps": 3, "settings": settings, "eval_n": 100, "cache_dir": cache_dir,
+              "classifier_options": {"epochs": CLF_EPOCHS}}
+    lines: list[str] = []
+    one = run_sweep("cgan", "digits", grid, out_dir=tmp_path / "one", progress=lambda _: None, **kwargs)
+    two = run_sweep("cgan", "digits", grid, out_dir=tmp_path / "two", jobs=2, progress=lines.append, **kwargs)
+    assert sorted(two.ran) == sorted(one.ran) and len(two.ran) == 2
+    assert any("2 at a time (1 torch thread(s) each)" in line for line in lines)
+    for a, b in zip(one.rows, two.rows):  # same ranking, same scores, same weights
+        assert a["run"] == b["run"] and a["status"] == b["status"] == "done"
+        assert a["metrics"]["conditional_accuracy"] == b["metrics"]["conditional_accuracy"]
+        assert a["metrics"]["fd"] == pytest.approx(b["metrics"]["fd"], rel=1e-6)
+        weights_a = torch.load(a["checkpoint"], weights_only=True)["networks"]["generator"]["state_dict"]
+        weights_b = torch.load(b["checkpoint"], weights_only=True)["networks"]["generator"]["state_dict"]
+        assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+        assert "3/3" in (two.out_dir / "logs" / f"{b['run']}.log").read_text()  # the run's progress bar
+    assert json.loads((two.out_dir / "sweep.json").read_text())["ranking"] == [r["run"] for r in one.rows]
+    with pytest.raises(InvalidInputError, match="jobs"):
+        run_sweep("cgan", "digits", grid, out_dir=tmp_path / "three", jobs=0, **kwargs)
+
+
 def test_sweep_rejects_unknown_options_listing_valid_ones(tmp_path, capsys):
     from ganport.trainer.sweep import parse_grid
 

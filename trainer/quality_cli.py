@@ -84,8 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     s = subparsers.add_parser(
         "sweep", help="train every combination of a hyperparameter grid, evaluate and rank them",
-        description="Runs each combination sequentially, evaluates it, and writes results.csv, results.md "
-                    "and contact_sheet.png. Rerunning the same command skips finished combinations.")
+        description="Runs each combination (one after the other, or --jobs at a time), evaluates it, and "
+                    "writes results.csv, results.md and contact_sheet.png. Rerunning the same command skips "
+                    "finished combinations.")
     s.add_argument("kind", metavar="KIND", help="gan, dcgan, cgan, cdcgan or aae")
     s.add_argument("--dataset", required=True, help="data set name")
     s.add_argument("--grid", nargs="+", required=True, metavar="OPTION=V1,V2",
@@ -96,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default=None, metavar="DIR", help="sweep folder (default sweeps/KIND-DATASET)")
     s.add_argument("--eval-n", type=int, default=2000, help="images generated per evaluation (default 2000)")
     s.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at the same time, each in its own process (default 1); each gets "
+                        "cpu_count/jobs torch threads unless --set threads=N")
     _add_reference_options(s)
     s.set_defaults(handler=run_sweep_command)
 
@@ -167,7 +171,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     result = run_sweep(args.kind, args.dataset, parse_grid(args.grid), steps=args.steps, out_dir=args.out,
                        settings=parse_settings(args.settings), eval_n=args.eval_n, seed=args.seed,
-                       cache_dir=args.cache_dir, classifier_options=_classifier_options(args), progress=print)
+                       cache_dir=args.cache_dir, classifier_options=_classifier_options(args), progress=print,
+                       jobs=args.jobs)
     print(result.markdown_path.read_text())
     print(f"ran {len(result.ran)}, skipped {len(result.skipped)} finished before")
     print(f"table: {result.csv_path}, {result.markdown_path}")

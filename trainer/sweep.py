@@ -15,7 +15,12 @@ and writes, under ``--out`` (default ``sweeps/<kind>-<dataset>``):
 Resuming: a combination recorded as done in ``sweep.json`` is skipped when the same command runs
 again; an interrupted one continues from its ``latest.pt``. The run id is made of the settings
 (``lr_g-0.0001_lr_d-0.0002``), so growing the grid later reuses the runs already done.
-Combinations run sequentially.
+
+Combinations run one after the other, or ``jobs`` at a time in separate processes (several
+small runs on one GPU, or one single-threaded run per CPU core: on a 2-core machine two MLP runs
+side by side take about as long as one). Each run is then evaluated in the main process as soon
+as it finishes; its progress bar goes to ``logs/<run id>.log``, and the main process prints
+every running run's step and losses from its ``metrics.jsonl`` instead.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ import dataclasses
 import itertools
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -49,6 +57,8 @@ SAMPLE_COLUMNS = 8
 MAX_SHEET_CLASSES = 10
 #: Runs per row of the contact sheet.
 SHEET_COLUMNS = 4
+#: Seconds between the status lines of parallel runs.
+STATUS_INTERVAL = 30.0
 #: TrainConfig fields a grid (or --set) may not set: the sweep decides them.
 RESERVED = frozenset({"kind", "dataset", "resume", "out_dir", "run_name", "dataset_options"})
 
@@ -216,7 +226,7 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
               out_dir: str | Path | None = None, settings: Mapping[str, Any] | None = None,
               eval_n: int = 2000, seed: int = 0, cache_dir: str | Path | None = None,
               classifier_options: Mapping[str, Any] | None = None,
-              progress: Callable[[str], None] | None = None) -> SweepResult:
+              progress: Callable[[str], None] | None = None, jobs: int = 1) -> SweepResult:
     """Train and evaluate every combination of ``grid``; write the ranked table and contact sheet.
 
     Args:
@@ -231,6 +241,9 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
         cache_dir: reference-network cache folder.
         classifier_options: :class:`~ganport.trainer.classifier.ClassifierSpec` overrides.
         progress: called with one line per event (default: the module logger).
+        jobs: runs trained at the same time, each in its own process (1: one after the other).
+            Unless ``settings`` fixes ``threads``, each process gets ``cpu_count // jobs`` torch
+            threads.
 
     Returns:
         A :class:`SweepResult`.
@@ -254,6 +267,8 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
         raise InvalidInputError(f"option(s) {', '.join(overlap)} are both in the grid and fixed")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise InvalidInputError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise InvalidInputError(f"jobs must be a positive integer, got {jobs!r}")
     combos = combinations(grid)
     if not combos:
         raise InvalidInputError("the grid is empty")
@@ -269,22 +284,30 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
     state = _load_state(state_path, definition)
     state["grid"] = {k: list(v) for k, v in grid.items()}
     references: dict[str, Any] = {}
-    ran, skipped = [], []
+    ran, skipped, pending = [], [], []
     for index, params in enumerate(combos, start=1):
         rid = run_id(params)
-        entry = state["runs"].get(rid, {})
-        if entry.get("status") == "done":
+        if state["runs"].get(rid, {}).get("status") == "done":
             skipped.append(rid)
             report(f"[{index}/{len(combos)}] {rid}: done before, skipped")
-            continue
+        else:
+            pending.append((index, params))
+
+    def start(index: int, params: dict[str, Any]) -> dict[str, Any]:
+        rid = run_id(params)
         report(f"[{index}/{len(combos)}] {rid}: training {steps} steps")
         entry = {"params": params, "status": "running"}
         state["runs"][rid] = entry
         _write_json_atomic(state_path, state)
         ran.append(rid)
+        return entry
+
+    def finish(index: int, entry: dict[str, Any], outcome: Callable[[], dict[str, Any]]) -> None:
+        rid = run_id(entry["params"])
         try:
-            entry.update(_train_and_evaluate(configs[rid], out, eval_n, seed, cache_dir, classifier_options,
-                                             references, report))
+            trained = outcome()
+            entry.update(_evaluate_run(configs[rid], trained, out, eval_n, seed, cache_dir,
+                                       classifier_options, references, report))
         except KeyboardInterrupt:
             entry["status"] = "interrupted"
             _write_json_atomic(state_path, state)
@@ -296,6 +319,20 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
         _write_json_atomic(state_path, state)
         if entry["status"] == "done":
             report(f"[{index}/{len(combos)}] {rid}: {_score_text(entry['metrics'])}")
+
+    if jobs == 1 or len(pending) < 2:
+        for index, params in pending:
+            entry = start(index, params)
+            finish(index, entry, lambda: _train_run(configs[run_id(params)]))
+    else:
+        try:
+            _run_parallel(pending, configs, jobs, settings, start, finish, report)
+        except KeyboardInterrupt:
+            for rid in ran:
+                if state["runs"][rid]["status"] == "running":
+                    state["runs"][rid]["status"] = "interrupted"
+            _write_json_atomic(state_path, state)
+            raise
     rows = rank_runs([{"run": run_id(p), "params": p, **state["runs"][run_id(p)]} for p in combos])
     _restore_missing_samples(rows, seed)
     state["ranking"] = [row["run"] for row in rows]
@@ -334,11 +371,16 @@ def _resume_or_fresh(config: Any) -> tuple[Any, Path | None]:
     return config, None
 
 
-def _train_and_evaluate(config: Any, out: Path, eval_n: int, seed: int, cache_dir: Any,
-                        classifier_options: Mapping[str, Any] | None, references: dict[str, Any],
-                        report: Callable[[str], None]) -> dict[str, Any]:
+def _train_run(config: Any) -> dict[str, Any]:
+    """Train one combination (continuing an interrupted attempt); picklable for worker processes.
+
+    Returns:
+        ``{"checkpoint", "step", "train_seconds"}``.
+
+    Raises:
+        KeyboardInterrupt: the run was stopped by a signal (its checkpoint is saved).
+    """
     from ganport.trainer.checkpoint import load_checkpoint
-    from ganport.trainer.evaluation import RealReference, classifier_spec_for, evaluate, open_source
     from ganport.trainer.training import train
 
     started = time.perf_counter()
@@ -351,6 +393,16 @@ def _train_and_evaluate(config: Any, out: Path, eval_n: int, seed: int, cache_di
         checkpoint, step = result.checkpoint, result.step
     # Training time proper as the trainer counts it (continued across resumes), else wall time.
     train_seconds = float(load_checkpoint(checkpoint).get("elapsed") or time.perf_counter() - started)
+    return {"checkpoint": str(checkpoint), "step": step, "train_seconds": train_seconds}
+
+
+def _evaluate_run(config: Any, trained: Mapping[str, Any], out: Path, eval_n: int, seed: int, cache_dir: Any,
+                  classifier_options: Mapping[str, Any] | None, references: dict[str, Any],
+                  report: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluate a trained combination and write its sample grid; the ``sweep.json`` entry."""
+    from ganport.trainer.evaluation import RealReference, classifier_spec_for, evaluate, open_source
+
+    checkpoint, step = trained["checkpoint"], trained["step"]
     source = open_source(checkpoint)
     spec = classifier_spec_for(source, **dict(classifier_options or {}))
     if spec.key() not in references:  # one reference per image size: shared by the runs
@@ -359,7 +411,80 @@ def _train_and_evaluate(config: Any, out: Path, eval_n: int, seed: int, cache_di
     samples = save_png(out / "samples" / f"{config.run_name}.png", sample_grid(source, seed))
     return {"status": "done", "metrics": metrics, "checkpoint": str(checkpoint),
             "run_dir": str(Path(config.out_dir) / config.run_name), "samples": str(samples),
-            "train_seconds": round(train_seconds, 2), "steps": step if step is not None else config.steps}
+            "train_seconds": round(float(trained["train_seconds"]), 2),
+            "steps": step if step is not None else config.steps}
+
+
+def _init_worker(threads: int) -> None:
+    """Worker process set-up: its share of the CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def log_path(config: Any) -> Path:
+    """``<sweep>/logs/<run id>.log``: where a parallel run's progress bar and warnings go."""
+    return Path(config.out_dir).parent / "logs" / f"{config.run_name}.log"
+
+
+def _train_run_logged(config: Any) -> dict[str, Any]:
+    """:func:`_train_run` in a worker, its stderr (progress bar, warnings) in :func:`log_path`."""
+    import contextlib
+
+    path = log_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle, contextlib.redirect_stderr(handle):
+        return _train_run(config)
+
+
+def _latest_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The last row of a run's ``metrics.jsonl`` (None before the first row is written)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[str, Any], jobs: int,
+                  settings: Mapping[str, Any], start: Callable, finish: Callable,
+                  report: Callable[[str], None]) -> None:
+    """Train ``pending`` combinations ``jobs`` at a time in spawned processes; evaluate here.
+
+    Each worker's progress bar goes to the run's log file (interleaved bars would be unreadable);
+    this process prints a status line per running run every :data:`STATUS_INTERVAL` seconds.
+    """
+    threads = int(settings.get("threads") or max(1, (os.cpu_count() or 1) // jobs))
+    jobs = min(jobs, len(pending))
+    report(f"training {len(pending)} runs, {jobs} at a time ({threads} torch thread(s) each)")
+    # spawn: a forked child would inherit this process's torch threads and CUDA state.
+    context = multiprocessing.get_context("spawn")
+    queue = list(pending)
+    running: dict[futures.Future, tuple[int, dict[str, Any]]] = {}
+    with futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                     initargs=(threads,)) as pool:
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    index, params = queue.pop(0)
+                    entry = start(index, params)
+                    config = configs[run_id(params)]
+                    report(f"[{index}] {config.run_name}: progress in {log_path(config)}")
+                    running[pool.submit(_train_run_logged, config)] = (index, entry)
+                done, _ = futures.wait(running, timeout=STATUS_INTERVAL, return_when=futures.FIRST_COMPLETED)
+                for future in done:
+                    index, entry = running.pop(future)
+                    finish(index, entry, future.result)
+                for index, entry in running.values():
+                    config = configs[run_id(entry["params"])]
+                    row = _latest_metrics(Path(config.out_dir) / config.run_name)
+                    if row is not None:
+                        losses = ", ".join(f"{k} {row[k]:.3f}" for k in ("d_loss", "g_loss", "recon_loss") if k in row)
+                        report(f"[{index}] {config.run_name}: step {row['step']}/{config.steps}, {losses}")
+        except KeyboardInterrupt:
+            # Workers got the same SIGINT and save their checkpoints; rerunning continues them.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _restore_missing_samples(rows: list[dict[str, Any]], seed: int) -> None:
