@@ -323,7 +323,9 @@ def test_ema_decay_warms_up_with_the_step():
         net.weight.add_(1.0)
     late.update(net, step=100_000)
     torch.testing.assert_close(late.module.weight, start + 1.0 + 0.001)
-    assert TrainConfig(kind="cgan", dataset="glyphs").validate().ema == 0.999  # on by default
+    assert TrainConfig(kind="cgan", dataset="glyphs").validate().ema == 0.999  # on by default...
+    assert TrainConfig(kind="aae", dataset="digits").validate().ema == 0.0  # ...but aae keeps E and G paired
+    assert TrainConfig(kind="aae", dataset="digits", ema=0.99).validate().ema == 0.99
 
 
 def test_package_and_checkpoint_evaluate_the_same(ema_package, reference):

@@ -49,7 +49,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--log-every", "log_every", int, "append averaged metrics every N steps (default 50)"),
     ("--seed", "seed", int, "seed of every random generator (default 0)"),
     ("--device", "device", str, "auto (CUDA when available, default) | cpu | cuda"),
-    ("--ema", "ema", float, "EMA decay of the generator weights (default 0.999; 0 = off)"),
+    ("--ema", "ema", float, "EMA decay of the generator weights (default 0.999; aae 0; 0 = off)"),
     ("--aux-weight", "aux_weight", float,
      "cgan/cdcgan: weight of the AC-GAN auxiliary classification loss (D gets a class head; "
      "default 0.5 for conditional kinds; 0 = the classic cGAN)"),

@@ -33,6 +33,8 @@ LOSS_NAMES = ("bce", "minimax", "lsgan")
 D_CONDITIONINGS = ("concat", "projection")
 #: ``aux_weight`` a conditional kind gets when it is left unset (None).
 DEFAULT_AUX_WEIGHT = 0.5
+#: ``ema`` a GAN kind gets when it is left unset (None); ``aae`` gets 0.
+DEFAULT_EMA = 0.999
 #: ``d_conditioning`` a conditional kind gets when it is left unset (None).
 DEFAULT_D_CONDITIONING = "projection"
 DEVICES = ("auto", "cpu", "cuda")
@@ -73,9 +75,11 @@ class TrainConfig:
         seed: seed of every random number generator (weights, noise, data order).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
-        ema: decay of an exponential moving average of the generator weights (0 = off; default
-            0.999, warmed up over the first steps, see :class:`~ganport.trainer.ema.EMA`); when
-            on, the EMA weights are what samples show and what export uses.
+        ema: decay of an exponential moving average of the generator weights (0 = off), warmed
+            up over the first steps (see :class:`~ganport.trainer.ema.EMA`); when on, the EMA
+            weights are what samples show and what export uses. None (the default) resolves to
+            ``DEFAULT_EMA`` (0.999) for the GAN kinds and 0 for ``aae``, whose exported encoder
+            must stay paired with the decoder it was trained with.
         arch: architecture preset of the convolutional kinds: ``default`` or ``simpsons`` (128 px report).
         aux_weight: conditional kinds: weight of the auxiliary classification loss (AC-GAN,
             Odena et al. 2017). The discriminator gets a class head on its features (fed the image
@@ -136,7 +140,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    ema: float = 0.999
+    ema: float | None = None
     arch: str = "default"
     aux_weight: float | None = None
     d_conditioning: str | None = None
@@ -266,6 +270,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
                 raise InvalidInputError(f"{name}={value!r} must be a number in [0, 1)")
+        if self.ema is None:
+            self.ema = 0.0 if self.kind == "aae" else DEFAULT_EMA
         if not isinstance(self.ema, (int, float)) or isinstance(self.ema, bool) or not 0 <= self.ema < 1:
             raise InvalidInputError(f"ema={self.ema!r} must be a decay in [0, 1) (0 turns EMA off)",
                                     hint="typical values are 0.999 or 0.9999")
