@@ -32,7 +32,8 @@ def _add_reference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier-epochs", type=int, default=None, metavar="N",
                         help="epochs of the reference classifier when it must be trained (default: auto)")
     parser.add_argument("--classifier-train-n", type=int, default=None, metavar="N",
-                        help="train the reference classifier on at most N images (default: all)")
+                        help="train the reference classifier on at most N images (default: the data set's own, "
+                             "100,000 rendered glyphs for glyphs, else the whole training split)")
     _add_threads(parser)
 
 
