@@ -17,8 +17,8 @@ again; an interrupted one continues from its ``latest.pt``. The run id is made o
 (``lr_g-0.0001_lr_d-0.0002``), so growing the grid later reuses the runs already done.
 
 Combinations run one after the other, or ``jobs`` at a time in separate processes (several
-small runs on one GPU, or one single-threaded run per CPU core: on a 2-core machine two MLP runs
-side by side take about as long as one). Each run is then evaluated in the main process as soon
+small runs on one GPU, or one single-threaded run per CPU core: on a 2-core machine two MLP
+digits runs side by side took 67 s, one after the other 119 s). Each run is then evaluated in the main process as soon
 as it finishes; its progress bar goes to ``logs/<run id>.log``, and the main process prints
 every running run's step and losses from its ``metrics.jsonl`` instead.
 """

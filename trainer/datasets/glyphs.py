@@ -166,8 +166,8 @@ class _Prototypes:
     """Rendered glyphs ``[n_fonts, 62, n_strokes, S, S]`` as uint8 0..255, on a common baseline.
 
     ``cap_px`` is the height of a capital H in prototype pixels (the same for every font).
-    ``available[f, k]`` is False where class ``k`` is not drawn from font ``f`` (a look-alike
-    of an earlier class there).
+    ``available[f, k]`` is False where class ``k`` is not drawn from font ``f`` (left out as a
+    look-alike, see :func:`_lookalike_mask`).
     """
 
     images: np.ndarray
