@@ -312,6 +312,10 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
             entry["status"] = "interrupted"
             _write_json_atomic(state_path, state)
             raise
+        except futures.BrokenExecutor as exc:  # the pool is gone: stop, do not blame the run
+            entry["status"] = "interrupted"
+            _write_json_atomic(state_path, state)
+            raise _worker_died(exc) from None
         except (GanportError, RuntimeError, ValueError, FloatingPointError) as exc:
             # One diverging or impossible combination must not sink the whole sweep.
             logger.warning("run %s failed: %s", rid, exc)
@@ -327,7 +331,7 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
     else:
         try:
             _run_parallel(pending, configs, jobs, settings, start, finish, report)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, GanportError):  # stopped, or a worker process died
             for rid in ran:
                 if state["runs"][rid]["status"] == "running":
                     state["runs"][rid]["status"] = "interrupted"
@@ -446,6 +450,13 @@ def _latest_metrics(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _worker_died(exc: BaseException) -> GanportError:
+    """The error of a sweep whose worker process was killed (out of memory, a signal)."""
+    return GanportError(f"a sweep worker process died ({exc})",
+                        hint="rerun the same command: finished runs are kept, the others continue "
+                             "from their checkpoints")
+
+
 def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[str, Any], jobs: int,
                   settings: Mapping[str, Any], start: Callable, finish: Callable,
                   report: Callable[[str], None]) -> None:
@@ -470,7 +481,10 @@ def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[st
                     entry = start(index, params)
                     config = configs[run_id(params)]
                     report(f"[{index}] {config.run_name}: progress in {log_path(config)}")
-                    running[pool.submit(_train_run_logged, config)] = (index, entry)
+                    try:
+                        running[pool.submit(_train_run_logged, config)] = (index, entry)
+                    except futures.BrokenExecutor as exc:
+                        raise _worker_died(exc) from None
                 done, _ = futures.wait(running, timeout=STATUS_INTERVAL, return_when=futures.FIRST_COMPLETED)
                 for future in done:
                     index, entry = running.pop(future)
