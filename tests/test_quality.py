@@ -118,6 +118,9 @@ def test_generated_sets_give_their_judge_more_training_images():
     assert _train_n(ClassifierSpec("glyphs", 28)) == REGISTRY["glyphs"].reference_train_n == 100_000
     assert _train_n(ClassifierSpec("glyphs", 28, train_n=500)) == 500
     assert _train_n(ClassifierSpec("digits", 28)) is None  # a fixed set: all of its training split
+    # The resolved size is part of the cache key: a registry change retrains instead of reusing.
+    assert ClassifierSpec("glyphs", 28).key() == ClassifierSpec("glyphs", 28, train_n=100_000).key()
+    assert ClassifierSpec("glyphs", 28).key() != ClassifierSpec("glyphs", 28, train_n=50_000).key()
     train, test = load_reference_data(ClassifierSpec("digits", 28))
     assert len(train.images) == 1438 and len(test.images) == 359
 

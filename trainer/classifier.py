@@ -167,10 +167,11 @@ class ClassifierSpec:
 
     def key(self) -> str:
         """Hash of everything that changes the trained network (format version included)."""
-        # The default training length is part of the recipe: changing it must not reuse old files.
+        # The default training length and set size are part of the recipe: changing them (here or
+        # in the data-set registry) must not reuse old files.
         defaults = [_TARGET_IMAGES, _MIN_EPOCHS, _MAX_EPOCHS]
-        text = json.dumps({"version": CLASSIFIER_VERSION, "defaults": defaults, **self.to_dict()},
-                          sort_keys=True, default=str)
+        text = json.dumps({"version": CLASSIFIER_VERSION, "defaults": defaults, **self.to_dict(),
+                           "train_n": _train_n(self)}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def cache_name(self) -> str:
