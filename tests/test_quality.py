@@ -134,6 +134,19 @@ def test_reference_classifier_reads_shapes_through_speckle_noise(reference):
     assert (reference.classifier.predict(speckled) == reference.labels).mean() >= 0.9
 
 
+def test_same_spec_trains_the_same_judge_whatever_ran_before():
+    spec = ClassifierSpec("digits", SIZE, train_n=200, epochs=2)
+    torch.manual_seed(1)
+    first = train_classifier(spec, progress=lambda _: None)
+    torch.manual_seed(2)
+    torch.rand(5)
+    state = torch.random.get_rng_state()
+    second = train_classifier(spec, progress=lambda _: None)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG stream is untouched
+    for (name, a), b in zip(first.net.state_dict().items(), second.net.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_corrupt_or_mismatched_cache_file_is_retrained(tmp_path, reference):
     spec = ClassifierSpec("digits", SIZE, train_n=100, epochs=1)
     (tmp_path / spec.cache_name()).write_bytes(b"not a checkpoint")

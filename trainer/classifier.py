@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 CLASSIFIER_FORMAT = "ganport.classifier"
 #: Bump when the network or its training changes: old cache files are then ignored (retrained).
-CLASSIFIER_VERSION = 2
+CLASSIFIER_VERSION = 3
 TASKS = ("classification", "regression")
 #: Images classified per forward pass at inference.
 INFERENCE_BATCH = 512
@@ -408,11 +408,26 @@ def train_classifier(spec: ClassifierSpec, progress: Callable[[str], None] | Non
         mean, std = mean_arr.tolist(), std_arr.tolist()
         n_outputs = train.params.shape[1]
         train_y = torch.from_numpy(((train.params - mean_arr) / std_arr).astype(np.float32))
-    torch_gen = torch.Generator().manual_seed(spec.seed)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
+    # The global RNG (weight init, dropout) is seeded too, so the same spec always gives the same
+    # judge, whatever ran before in the process; the caller's RNG stream is left untouched.
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         net = ReferenceNet(image_shape[0], n_outputs, spec.width, spec.feature_dim)
-    x = torch.from_numpy(np.ascontiguousarray(train.images))
+        _fit(net, torch.from_numpy(np.ascontiguousarray(train.images)), train_y, task, spec,
+             tuple(train.info.value_range), report)
+    net.eval()
+    clf = ReferenceClassifier(net, task, spec, list(train.info.class_names) if task == "classification" else [],
+                              image_shape, target_mean=mean, target_std=std,
+                              train_seconds=time.perf_counter() - started)
+    clf.test_metrics = measure(clf, test)
+    report(clf.describe() + f" (trained in {clf.train_seconds:.0f} s)")
+    return clf
+
+
+def _fit(net: ReferenceNet, x: torch.Tensor, y: torch.Tensor, task: str, spec: ClassifierSpec,
+         value_range: tuple[float, float], report: Callable[[str], None]) -> None:
+    """Train ``net`` on images ``x`` and targets ``y`` (one-cycle Adam, shift and noise augmentation)."""
+    torch_gen = torch.Generator().manual_seed(spec.seed)
     n = len(x)
     batch = min(spec.batch_size, n)
     epochs = spec.epochs or default_epochs(n)
@@ -421,31 +436,22 @@ def train_classifier(spec: ClassifierSpec, progress: Callable[[str], None] | Non
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, epochs=epochs,
                                                    steps_per_epoch=steps_per_epoch)
     shift = spec.shift if spec.shift is not None else max(1, spec.image_size // 28)
-    fill = float(train.info.value_range[0])
     net.train()
     for epoch in range(epochs):
         order = torch.randperm(n, generator=torch_gen)
         total_loss = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
-            images = _random_noise(_random_shift(x[idx], shift, torch_gen, fill), spec.noise, torch_gen,
-                                   tuple(train.info.value_range))
+            images = _random_noise(_random_shift(x[idx], shift, torch_gen, float(value_range[0])), spec.noise,
+                                   torch_gen, value_range)
             outputs = net(images)
-            loss = (F.cross_entropy(outputs, train_y[idx]) if task == "classification"
-                    else F.mse_loss(outputs, train_y[idx]))
+            loss = F.cross_entropy(outputs, y[idx]) if task == "classification" else F.mse_loss(outputs, y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             total_loss += loss.item()
         report(f"classifier epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f}")
-    net.eval()
-    clf = ReferenceClassifier(net, task, spec, list(train.info.class_names) if task == "classification" else [],
-                              image_shape, target_mean=mean, target_std=std,
-                              train_seconds=time.perf_counter() - started)
-    clf.test_metrics = measure(clf, test)
-    report(clf.describe() + f" (trained in {clf.train_seconds:.0f} s)")
-    return clf
 
 
 def measure(clf: ReferenceClassifier, data: Any) -> dict[str, Any]:
