@@ -87,9 +87,9 @@ class TrainConfig:
             ``aux_weight * CE(class(G(z, y)), y)``. None (the default) resolves to
             ``DEFAULT_AUX_WEIGHT`` (0.5) for cgan/cdcgan and 0 for the other kinds; 0 gives the
             classic cGAN, whose only conditioning signal is D's label input. Measured on glyphs
-            (cgan, 60 epochs, one CPU core, ``ganport eval -n 6200``): conditional accuracy 98.7%
-            with projection + 0.5 (FD 14.7, precision/recall 0.85/0.43), 97.0% with projection +
-            0.25 (FD 15.3, 0.81/0.49); on digits (200 epochs) 99.95% vs 99.92% (FD 9.7 vs 13.2).
+            (cgan, 60 epochs, one CPU core, ``ganport eval -n 6200``): conditional accuracy 98.6%
+            with projection + 0.5 (FD 15.8, precision/recall 0.84/0.44), 97.1% with projection +
+            0.25 (FD 16.9, 0.81/0.48); on digits (200 epochs) 99.95% vs 99.91% (FD 24.3 vs 28.5).
             Earlier, shorter runs (4000 steps, glyphs before the baseline layout) showed why the
             weight stays moderate: 1.0 with the concatenated label reached 82% where 0 reached
             36.5%, but with collapsed variety (recall 0 on glyphs), and on digits 1.0 lost to 0.
