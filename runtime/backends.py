@@ -146,13 +146,16 @@ class OnnxBackend(Backend):
 
     name = "onnx"
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, spin: bool = True):
         ort = _import_onnxruntime()
         kind, index = parse_device(device)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if kind == "cuda":
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
@@ -336,7 +339,8 @@ class Pt2Backend(TorchModuleBackend):
 _CLASSES: dict[str, type[Backend]] = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}
 
 
-def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: int | None = None) -> Backend:
+def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 spin: bool = True) -> Backend:
     """Load one artifact with the named backend.
 
     Args:
@@ -345,6 +349,8 @@ def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: i
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         threads: CPU threads for the backend (onnxruntime intra-op threads; ``torch.set_num_threads``),
             or None for the library default.
+        spin: onnxruntime only: whether idle intra-op threads busy-wait for the next call
+            (``session.intra_op.allow_spinning``; on by default, off for servers).
 
     Returns:
         The loaded :class:`Backend`.
@@ -356,4 +362,6 @@ def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: i
     """
     if backend not in _CLASSES:
         raise InvalidInputError(f"unknown backend {backend!r}: valid backends are {', '.join(_CLASSES)}")
+    if backend == "onnx":
+        return OnnxBackend(Path(path), device=device, threads=threads, spin=spin)
     return _CLASSES[backend](Path(path), device=device, threads=threads)

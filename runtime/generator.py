@@ -103,7 +103,7 @@ class Generator:
 
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None, device: str = "cpu",
-             threads: int | None = None, max_batch: int = 256) -> "Generator":
+             threads: int | None = None, max_batch: int = 256, spin: bool = True) -> "Generator":
         """Load a model package directory, or a single ``.onnx`` / ``.ts`` / ``.pt2`` file.
 
         Args:
@@ -116,6 +116,9 @@ class Generator:
             threads: CPU threads for inference (onnxruntime intra-op threads, or
                 ``torch.set_num_threads``), default: the backend's choice.
             max_batch: largest batch per backend call.
+            spin: let onnxruntime's intra-op threads busy-wait between calls (its default; fastest
+                for back-to-back calls in one program). A server passes False: between small
+                batches the spinning took ~40% of a 2-core machine.
 
         Returns:
             The :class:`Generator`.
@@ -148,7 +151,7 @@ class Generator:
                            if (path / info.files.get(s.model_key, s.model_file)).is_file()]
                 raise PackageError(f"package {path} has no {backend} artifact ({artifact.name} not found)",
                                    hint=f"available backends: {', '.join(present) or 'none'}")
-            model = open_backend(backend, artifact, device, threads)
+            model = open_backend(backend, artifact, device, threads, spin=spin)
             directory = path
         else:
             file_backend = backend_for_file(path)
@@ -159,7 +162,7 @@ class Generator:
                 raise InvalidInputError(f"backend {backend!r} cannot load {path.name}: it is a {file_backend} file")
             backend = file_backend
             spec = BACKENDS[backend]
-            model = open_backend(backend, path, device, threads)
+            model = open_backend(backend, path, device, threads, spin=spin)
             info = ModelInfo.from_metadata(model.metadata(), source=str(path))
             directory = path.parent
         model.check_inputs(["z", "label"] if info.conditional else ["z"])
@@ -168,7 +171,7 @@ class Generator:
         if info.has_encoder:
             encoder_path = directory / info.files.get(spec.encoder_key, spec.encoder_file)
             if encoder_path.is_file():
-                encoder = open_backend(backend, encoder_path, device, threads)
+                encoder = open_backend(backend, encoder_path, device, threads, spin=spin)
                 encoder.check_inputs(["image"])
             else:
                 logger.warning("%s: AAE encoder %s not found; encode() will fail", path, encoder_path.name)
@@ -280,7 +283,9 @@ class Generator:
                 return self._class_index[value]
             if value.casefold() in self._folded_index:
                 return self._folded_index[value.casefold()]
-            if _INT_LITERAL.match(value):
+            # A class index has few digits: longer literals are refused before int() (which
+            # raises past 4300 digits) could be asked to parse them.
+            if len(value) <= 18 and _INT_LITERAL.match(value):
                 value = int(value)
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < info.n_classes:
             return int(value)
@@ -389,6 +394,22 @@ class Generator:
         resolved = self.resolve_labels(labels, len(z))
         if resolved is not None:
             feeds["label"] = resolved
+        return self._call(self._model, feeds, tuple(self.info.image_shape))
+
+    def run_prepared(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """:meth:`run` for inputs already validated by :meth:`check_latents` / :meth:`resolve_labels`.
+
+        The server's batcher calls this on merged batches whose rows were each validated when
+        their request arrived, so the checks are not repeated per batch.
+
+        Args:
+            z: float32 contiguous ``[N, latent_dim]``.
+            labels: int64 ``[N]`` (conditional models) or None.
+
+        Returns:
+            float32 ``[N, C, H, W]``, the same as :meth:`run`.
+        """
+        feeds = {"z": z} if labels is None else {"z": z, "label": labels}
         return self._call(self._model, feeds, tuple(self.info.image_shape))
 
     def _pixels(self, images: np.ndarray) -> np.ndarray:

@@ -51,9 +51,14 @@ def to_uint8(images: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> 
     low, high = float(value_range[0]), float(value_range[1])
     if not high > low:
         raise InvalidInputError(f"value_range must be (low, high) with low < high, got {value_range}")
-    scaled = (np.nan_to_num(array.astype(np.float32, copy=False), nan=low) - low) * (255.0 / (high - low))
-    pixels = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1))
+    # One pass of float32 work in a fresh buffer: fmax/fmin (unlike clip) map NaN to the
+    # bound, so NaN -> 0 (= low) and +-inf -> 255 / 0 without nan_to_num or warnings.
+    scaled = np.subtract(array.astype(np.float32, copy=False), np.float32(low), dtype=np.float32)
+    scaled *= np.float32(255.0 / (high - low))
+    np.rint(scaled, out=scaled)
+    np.fmax(scaled, 0, out=scaled)
+    np.fmin(scaled, 255, out=scaled)
+    return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1)).astype(np.uint8)
 
 
 def from_uint8(images: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:

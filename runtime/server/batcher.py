@@ -1,28 +1,39 @@
-"""Dynamic batching: merge concurrent requests for one model into few model calls.
+"""Dynamic batching on an asyncio event loop: merge concurrent requests for one model into few calls.
 
-One :class:`DynamicBatcher` per served model owns a FIFO queue and one worker thread. Callers
-(gRPC handler threads) :meth:`~DynamicBatcher.submit` latent vectors and labels and get a
-:class:`concurrent.futures.Future`. The worker waits until ``max_batch`` rows are queued or the
-oldest request has waited ``max_delay_ms``, takes up to ``max_batch`` rows from the head of the
-queue (splitting a big request across several calls when needed), runs the model once on the
-concatenation, and hands every caller exactly its own rows, in order.
+One :class:`DynamicBatcher` per served model owns a FIFO queue and one worker task on the server's
+event loop. RPC handlers (coroutines on the same loop) :meth:`~DynamicBatcher.submit` latent
+vectors and labels and await the returned :class:`asyncio.Future`. The worker runs the model in a
+thread (``run_in_executor``), so the loop keeps accepting requests while the model computes.
+
+Batching semantics (Triton's default):
+
+* whenever the model is free, the worker takes what is queued, up to ``max_batch`` rows, from
+  the head of the queue, and runs it at once: a lone request never waits for company;
+* while the model runs, new requests queue up, so under load batches grow by themselves;
+* ``max_delay_ms > 0`` (opt-in) lets the oldest request wait up to that long for the batch to fill;
+* a request bigger than what is left of a batch is split across model calls; every caller gets
+  exactly its own rows, in order;
+* a model call that fails for a merged batch is retried per request, so only the request that
+  breaks the model fails (the others get their rows).
+
+Costs per request are one queue append and one ``Future.set_result`` on the loop; the hand-off
+between the loop and the model thread happens once per batch.
 
 Admission control: a full queue (``max_queue`` waiting requests) refuses new requests at once with
-:class:`~ganport.errors.ResourceExhaustedError`. A request whose deadline has passed, whose RPC
-is no longer active, or that was cancelled is dropped before it runs
-(:class:`RequestDroppedError`).
+:class:`~ganport.errors.ResourceExhaustedError`. A request whose deadline has passed or whose
+future was cancelled (the RPC went away) is dropped before it runs (:class:`RequestDroppedError`).
 
-The module is grpc-free and torch-free: ``run`` is any callable ``(z, labels) -> float32 NCHW``,
-normally :meth:`ganport.runtime.Generator.run`.
+The module is grpc-free and torch-free: ``run`` is any thread-safe callable
+``(z, labels) -> float32 [N, C, H, W]``, normally :meth:`ganport.runtime.Generator.run`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
-import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -54,10 +65,9 @@ class _Request:
 
     z: np.ndarray
     labels: Optional[np.ndarray]
-    future: Future
+    future: asyncio.Future
     enqueued: float
     deadline: Optional[float]
-    is_active: Optional[Callable[[], bool]]
     taken: int = 0          # rows already handed to a model call
     filled: int = 0         # rows whose output has arrived
     out: Optional[np.ndarray] = None
@@ -70,46 +80,75 @@ class _Request:
 
     def drop_reason(self, now: float) -> Optional[str]:
         """Why this request must not run (None if it still should)."""
-        if self.cancelled or self.future.cancelled():
-            return "cancelled"
+        # Deadline first: grpc cancels a call whose deadline passed, and that is the reason.
         if self.deadline is not None and now >= self.deadline:
             return "deadline"
-        if self.is_active is not None and not self.is_active():
+        if self.cancelled or self.future.cancelled():
             return "cancelled"
         return None
 
 
 @dataclass
 class BatcherStats:
-    """Counters kept by the batcher itself (the server also exports them as metrics)."""
+    """Counters kept by the batcher itself (the server also exports them as metrics).
+
+    Attributes:
+        batches: model calls that succeeded.
+        images: rows computed by those calls.
+        requests: requests answered with their rows.
+        failed: requests answered with an error from the model.
+        dropped: requests dropped before they ran.
+        retries: merged batches that failed and were retried per request.
+        queue_seconds: total time requests waited before their first model call (s).
+        compute_seconds: total time spent in model calls (s).
+        batch_sizes: the last 1024 batch sizes.
+    """
 
     batches: int = 0
     images: int = 0
+    requests: int = 0
+    failed: int = 0
     dropped: int = 0
+    retries: int = 0
+    queue_seconds: float = 0.0
+    compute_seconds: float = 0.0
     batch_sizes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1024))
 
 
+Piece = tuple[_Request, int, int]  # (request, first row, number of rows)
+
+
 class DynamicBatcher:
-    """Per-model queue plus worker thread that merges requests into batched model calls.
+    """Per-model queue plus worker task that merges requests into batched model calls.
+
+    Create and use it on one running event loop (the worker task starts with the first request).
 
     Args:
         run: the model call, ``run(z, labels) -> float32 [N, C, H, W]``; must accept any
-            ``N <= max_batch``.
-        name: model name (thread name, log lines, metric labels).
+            ``N <= max_batch`` and be safe to call from a worker thread.
+        name: model name (log lines, metric labels).
         max_batch: most rows per model call.
-        max_delay_ms: longest time the oldest queued request waits for others to join it.
+        max_delay_ms: how long the oldest queued request may wait for the batch to fill, in
+            milliseconds; 0 (default) runs whatever is queued as soon as the model is free.
         max_queue: most requests waiting; more are refused with ``ResourceExhaustedError``.
         metrics: optional :class:`~ganport.runtime.server.metrics.Metrics` to record into.
+        executor: where model calls run (default: a private one-thread pool, so calls to one
+            model never overlap and each gets every intra-op thread).
+        clock: monotonic clock in seconds (injectable for tests).
 
     Example:
-        >>> b = DynamicBatcher(lambda z, labels: z[:, :, None, None], "echo", max_batch=4)
-        >>> b.submit(np.ones((2, 3), np.float32)).result().shape
+        >>> async def demo():
+        ...     b = DynamicBatcher(lambda z, labels: z[:, :, None, None], "echo", max_batch=4)
+        ...     out = await b.submit(np.ones((2, 3), np.float32))
+        ...     await b.close()
+        ...     return out.shape
+        >>> asyncio.run(demo())
         (2, 3, 1, 1)
-        >>> b.close()
     """
 
-    def __init__(self, run: RunFn, name: str, *, max_batch: int = 64, max_delay_ms: float = 2.0,
-                 max_queue: int = 1024, metrics=None):
+    def __init__(self, run: RunFn, name: str, *, max_batch: int = 64, max_delay_ms: float = 0.0,
+                 max_queue: int = 1024, metrics=None, executor: Optional[Executor] = None,
+                 clock: Callable[[], float] = time.monotonic):
         if max_batch < 1 or max_queue < 1 or max_delay_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_delay_ms >= 0")
         self._run = run
@@ -118,87 +157,94 @@ class DynamicBatcher:
         self.max_delay = float(max_delay_ms) / 1000.0
         self.max_queue = int(max_queue)
         self._metrics = metrics
+        self._clock = clock
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"ganport-model-{name}")
         self.stats = BatcherStats()
         self._queue: collections.deque[_Request] = collections.deque()
         self._pending_rows = 0  # rows in the queue not yet handed to a model call
-        self._cond = threading.Condition()
+        self._wake: Optional[asyncio.Event] = None
+        self._worker: Optional[asyncio.Task] = None
         self._closed = False
         self._drain = True
-        self._thread = threading.Thread(target=self._loop, name=f"ganport-batcher-{name}", daemon=True)
-        self._thread.start()
+        self.busy = False  # True while a model call runs
 
     # -- caller side ---------------------------------------------------------------------------
     def submit(self, z: np.ndarray, labels: Optional[np.ndarray] = None, *,
-               timeout: Optional[float] = None,
-               is_active: Optional[Callable[[], bool]] = None) -> Future:
+               timeout: Optional[float] = None) -> asyncio.Future:
         """Queue ``z`` (float32 ``[n, latent_dim]``) and ``labels`` (int64 ``[n]`` or None).
 
+        Call on the batcher's event loop; await the result there.
+
         Args:
-            z: latent vectors, validated by the caller.
+            z: latent vectors, already validated by the caller.
             labels: one label per row, or None for unconditional models.
-            timeout: seconds the caller is willing to wait (its RPC deadline); dropped if the
-                request has not started by then.
-            is_active: callable returning False once the caller is gone (``context.is_active``).
+            timeout: seconds the caller is willing to wait (its RPC deadline); the request is
+                dropped if it has not started by then.
 
         Returns:
-            A future resolving to float32 ``[n, C, H, W]`` (rows in the order given), or raising
-            :class:`RequestDroppedError` or the model's exception.
+            A future resolving to float32 ``[n, C, H, W]`` (rows in the order given; possibly a
+            read-only view into the batch output), or raising :class:`RequestDroppedError` or the
+            model's exception. Cancelling the future (e.g. the awaiting RPC task is cancelled)
+            drops the request if it has not run yet.
 
         Raises:
             ResourceExhaustedError: the queue is full (nothing was queued).
             RequestDroppedError: the batcher is closed.
+            ValueError: ``z``/``labels`` have the wrong rank or lengths.
         """
-        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.dtype != np.float32 or not z.flags.c_contiguous:
+            z = np.ascontiguousarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[0] < 1:
             raise ValueError(f"z must be [n >= 1, latent_dim], got shape {list(z.shape)}")
         if labels is not None:
-            labels = np.ascontiguousarray(labels, dtype=np.int64)
+            if labels.dtype != np.int64:
+                labels = np.ascontiguousarray(labels, dtype=np.int64)
             if labels.shape != (z.shape[0],):
                 raise ValueError(f"labels must be [{z.shape[0]}], got shape {list(labels.shape)}")
-        now = time.monotonic()
-        request = _Request(z=z, labels=labels, future=Future(), enqueued=now,
-                           deadline=None if timeout is None else now + max(0.0, timeout),
-                           is_active=is_active)
-        with self._cond:
-            if self._closed:
-                raise RequestDroppedError(f"model {self.name!r} is shutting down", reason="shutdown")
-            if len(self._queue) >= self.max_queue:
-                raise ResourceExhaustedError(
-                    f"the queue of model {self.name!r} is full ({self.max_queue} requests waiting)",
-                    hint="retry later, or start the server with a larger --max-queue")
-            self._queue.append(request)
-            self._pending_rows += request.rows
-            self._publish_depth()
-            self._cond.notify()
+        if self._closed:
+            raise RequestDroppedError(f"model {self.name!r} is shutting down", reason="shutdown")
+        if len(self._queue) >= self.max_queue:
+            raise ResourceExhaustedError(
+                f"the queue of model {self.name!r} is full ({self.max_queue} requests waiting)",
+                hint="retry later, or start the server with a larger --max-queue")
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        request = _Request(z=z, labels=labels, future=loop.create_future(), enqueued=now,
+                           deadline=None if timeout is None else now + max(0.0, timeout))
+        self._queue.append(request)
+        self._pending_rows += request.rows
+        if self._worker is None:
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._loop(), name=f"ganport-batcher-{self.name}")
+        self._wake.set()
+        self._publish_depth()
         return request.future
 
-    def cancel(self, future: Future) -> None:
-        """Mark the request behind ``future`` as cancelled; it is dropped if it has not run yet."""
-        with self._cond:
-            for request in self._queue:
-                if request.future is future:
-                    request.cancelled = True
-                    self._cond.notify()
-                    return
+    def cancel(self, future: asyncio.Future) -> None:
+        """Drop the request behind ``future`` if it has not run yet (same as ``future.cancel()``)."""
+        future.cancel()
+        if self._wake is not None:
+            self._wake.set()
 
     @property
     def queue_depth(self) -> int:
         """Requests currently waiting (including one partly run)."""
-        with self._cond:
-            return len(self._queue)
+        return len(self._queue)
 
-    def close(self, drain: bool = True, timeout: Optional[float] = None) -> None:
+    async def close(self, drain: bool = True) -> None:
         """Stop the worker.
 
         Args:
             drain: run what is queued first (True) or drop it with reason ``shutdown``.
-            timeout: seconds to wait for the worker thread.
         """
-        with self._cond:
-            self._closed = True
-            self._drain = drain
-            self._cond.notify_all()
-        self._thread.join(timeout)
+        self._closed = True
+        self._drain = drain
+        if self._worker is not None:
+            self._wake.set()
+            await self._worker
+        if self._own_executor:
+            self._executor.shutdown(wait=False)
 
     # -- worker side ---------------------------------------------------------------------------
     def _publish_depth(self) -> None:
@@ -206,7 +252,7 @@ class DynamicBatcher:
             self._metrics.set_queue_depth(self.name, len(self._queue))
 
     def _fail(self, request: _Request, error: BaseException) -> None:
-        """Resolve a request with ``error`` and take it off the queue (caller holds the lock)."""
+        """Resolve a request with ``error`` and take it off the queue."""
         self._pending_rows -= request.rows - request.taken
         request.taken = request.rows
         try:
@@ -226,89 +272,132 @@ class DynamicBatcher:
             self._metrics.observe_drop(self.name, reason)
         logger.debug("batcher model=%s dropped reason=%s", self.name, reason)
 
-    def _next_batch(self) -> Optional[list[tuple[_Request, int, int]]]:
-        """Block until a batch is due; return its pieces ``(request, start, rows)`` or None to exit."""
-        with self._cond:
-            while True:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return None  # closed and empty
-                if self._closed and not self._drain:
-                    for request in list(self._queue):
-                        self._drop(request, "shutdown")
-                    continue
-                # Give the oldest request up to max_delay for others to join it.
-                due = self._queue[0].enqueued + self.max_delay
-                while self._pending_rows < self.max_batch and not self._closed:
-                    remaining = due - time.monotonic()
-                    if remaining <= 0 or not self._queue:
-                        break
-                    self._cond.wait(remaining)
-                pieces: list[tuple[_Request, int, int]] = []
-                rows = 0
-                now = time.monotonic()
-                while self._queue and rows < self.max_batch:
-                    request = self._queue[0]
-                    reason = request.drop_reason(now)
-                    if reason is not None:
-                        self._drop(request, reason)
-                        continue
-                    take = min(request.rows - request.taken, self.max_batch - rows)
-                    pieces.append((request, request.taken, take))
-                    if not request.started:
-                        request.started = True
-                        if self._metrics is not None:
-                            self._metrics.observe_queue(self.name, now - request.enqueued)
-                    request.taken += take
-                    rows += take
-                    self._pending_rows -= take
-                    if request.taken == request.rows:
-                        self._queue.popleft()
-                self._publish_depth()
-                if pieces:
-                    return pieces
-                # Everything at the head was dropped: wait for more work.
+    def _take(self) -> list[Piece]:
+        """Take up to ``max_batch`` rows from the head of the queue (dropping dead requests)."""
+        pieces: list[Piece] = []
+        rows = 0
+        now = self._clock()
+        queue = self._queue
+        while queue and rows < self.max_batch:
+            request = queue[0]
+            reason = request.drop_reason(now)
+            if reason is not None:
+                self._drop(request, reason)
+                continue
+            take = min(request.rows - request.taken, self.max_batch - rows)
+            pieces.append((request, request.taken, take))
+            if not request.started:
+                request.started = True
+                waited = now - request.enqueued
+                self.stats.queue_seconds += waited
+                if self._metrics is not None:
+                    self._metrics.observe_queue(self.name, waited)
+            request.taken += take
+            rows += take
+            self._pending_rows -= take
+            if request.taken == request.rows:
+                queue.popleft()
+        self._publish_depth()
+        return pieces
 
-    def _loop(self) -> None:
+    async def _loop(self) -> None:
+        wake = self._wake
         while True:
-            pieces = self._next_batch()
-            if pieces is None:
-                return
-            self._run_batch(pieces)
+            if not self._queue:
+                if self._closed:
+                    return
+                wake.clear()
+                await wake.wait()
+                continue
+            if self._closed and not self._drain:
+                for request in list(self._queue):
+                    self._drop(request, "shutdown")
+                continue
+            if self.max_delay > 0 and self._pending_rows < self.max_batch and not self._closed:
+                remaining = self._queue[0].enqueued + self.max_delay - self._clock()
+                if remaining > 0:
+                    wake.clear()
+                    try:  # woken by every submit, so a batch that fills up leaves early
+                        await asyncio.wait_for(wake.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+            pieces = self._take()
+            if pieces:
+                await self._run_pieces(pieces)
 
-    def _run_batch(self, pieces: list[tuple[_Request, int, int]]) -> None:
-        """Run one model call over ``pieces`` and distribute the output rows."""
-        z = np.concatenate([r.z[s:s + n] for r, s, n in pieces]) if len(pieces) > 1 \
-            else pieces[0][0].z[pieces[0][1]:pieces[0][1] + pieces[0][2]]
-        labels = None
-        if pieces[0][0].labels is not None:
-            labels = np.concatenate([r.labels[s:s + n] for r, s, n in pieces])
+    def _call(self, z: np.ndarray, labels: Optional[np.ndarray]) -> tuple[np.ndarray, float]:
+        """The model call, run in the executor thread; returns the output and its duration (s)."""
         started = time.perf_counter()
+        out = np.asarray(self._run(z, labels))
+        if out.ndim < 1 or out.shape[0] != z.shape[0]:
+            raise RuntimeError(f"model returned shape {list(out.shape)} for {z.shape[0]} inputs")
+        return out, time.perf_counter() - started
+
+    async def _compute(self, pieces: list[Piece]) -> tuple[np.ndarray, float]:
+        if len(pieces) == 1:
+            request, start, rows = pieces[0]
+            z = request.z[start:start + rows]
+            labels = None if request.labels is None else request.labels[start:start + rows]
+        else:
+            z = np.concatenate([r.z[s:s + n] for r, s, n in pieces])
+            labels = None
+            if pieces[0][0].labels is not None:
+                labels = np.concatenate([r.labels[s:s + n] for r, s, n in pieces])
+        loop = asyncio.get_running_loop()
+        self.busy = True
         try:
-            out = np.asarray(self._run(z, labels))
-            if out.shape[0] != z.shape[0]:
-                raise RuntimeError(f"model returned {out.shape[0]} rows for {z.shape[0]} inputs")
+            return await loop.run_in_executor(self._executor, self._call, z, labels)
+        finally:
+            self.busy = False
+
+    async def _run_pieces(self, pieces: list[Piece]) -> None:
+        """Run one model call over ``pieces`` and hand out the rows; isolate a failure."""
+        try:
+            out, elapsed = await self._compute(pieces)
         except Exception as exc:  # noqa: BLE001 - any model failure goes to the callers
-            logger.error("batcher model=%s: model call on %d rows failed: %r", self.name, len(z), exc)
-            with self._cond:
-                for request, _, _ in pieces:
-                    self._fail(request, exc)
+            if len(pieces) == 1:
+                request = pieces[0][0]
+                logger.error("batcher model=%s: model call on %d rows failed: %r", self.name,
+                             pieces[0][2], exc)
+                self.stats.failed += 1
+                self._fail(request, exc)
+                return
+            # One bad request must not fail the others: run each piece alone.
+            self.stats.retries += 1
+            logger.warning("batcher model=%s: batch of %d requests failed (%r); retrying each alone",
+                           self.name, len(pieces), exc)
+            for piece in pieces:
+                if not piece[0].future.done():
+                    await self._run_pieces([piece])
             return
-        elapsed = time.perf_counter() - started
-        self.stats.batches += 1
-        self.stats.images += len(z)
-        self.stats.batch_sizes.append(len(z))
-        if self._metrics is not None:
-            self._metrics.observe_batch(self.name, len(z), elapsed)
-        logger.debug("batcher model=%s batch=%d requests=%d compute_ms=%.2f",
-                     self.name, len(z), len(pieces), elapsed * 1000)
+        self._record(len(out), elapsed)
         offset = 0
         for request, start, rows in pieces:
+            part = out[offset:offset + rows]
+            offset += rows
+            if request.future.done():
+                continue  # cancelled while the model ran
+            if rows == request.rows:
+                request.filled = rows
+                self.stats.requests += 1
+                request.future.set_result(part)
+                continue
             if request.out is None:
                 request.out = np.empty((request.rows, *out.shape[1:]), dtype=out.dtype)
-            request.out[start:start + rows] = out[offset:offset + rows]
-            offset += rows
+            request.out[start:start + rows] = part
             request.filled += rows
-            if request.filled == request.rows and not request.future.done():
+            if request.filled == request.rows:
+                self.stats.requests += 1
                 request.future.set_result(request.out)
+
+    def _record(self, size: int, elapsed: float) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.images += size
+        stats.compute_seconds += elapsed
+        stats.batch_sizes.append(size)
+        if self._metrics is not None:
+            self._metrics.observe_batch(self.name, size, elapsed)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("batcher model=%s batch=%d compute_ms=%.2f", self.name, size, elapsed * 1000)

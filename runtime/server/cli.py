@@ -52,11 +52,13 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--backend", choices=("onnx", "torchscript", "pt2"), default="onnx",
                    help="artifact to run (default onnx; torchscript/pt2 need torch)")
-    p.add_argument("--threads", type=int, default=None, help="CPU inference threads per model")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU inference threads per model (default: the CPU cores divided among the models)")
     p.add_argument("--max-batch", type=int, default=64, help="most images per model call (default 64)")
-    p.add_argument("--max-delay-ms", type=float, default=2.0,
-                   help="longest a request waits for others to join its batch (default 2; 0 runs "
-                        "whatever is queued as soon as the model is free)")
+    p.add_argument("--max-delay-ms", type=float, default=0.0,
+                   help="how long the oldest queued request may wait for its batch to fill (default 0: "
+                        "run whatever is queued as soon as the model is free; under load batches grow "
+                        "while the model computes)")
     p.add_argument("--max-queue", type=int, default=1024,
                    help="most waiting requests per model before RESOURCE_EXHAUSTED (default 1024)")
     p.add_argument("--max-message-mb", type=float, default=64, help="gRPC message size limit in MiB (default 64)")
@@ -64,7 +66,9 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--max-stream-count", type=int, default=65536,
                    help="most images per GenerateStream call (default 65536)")
     p.add_argument("--max-text-length", type=int, default=64, help="most characters per RenderWord (default 64)")
-    p.add_argument("--workers", type=int, default=64, help="gRPC handler threads (default 64)")
+    p.add_argument("--workers", type=int, default=4,
+                   help="threads for work kept off the event loop besides model calls (Encode, "
+                        "encoding big responses; default 4)")
     p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--token", default=None,

@@ -29,7 +29,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from ganport import __version__
 from ganport.errors import InvalidInputError, ModelNotFoundError
 from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents, check_size
-from ganport.runtime.server.status import unary_rpc
 from ganport.v1 import kserve_descriptor
 
 logger = logging.getLogger(__name__)
@@ -42,6 +41,8 @@ _PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt
 _DTYPES = {"FP32": ("<f4", "fp32_contents"), "INT64": ("<i8", "int64_contents"),
            "INT32": ("<i4", "int_contents")}
 _ACCEPTED = {"z": ("FP32",), "label": ("INT64", "INT32")}
+# Largest non-batch dimension accepted in a tensor shape (latent sizes are far smaller).
+_MAX_INNER_DIM = 65536
 
 
 def _build_pool() -> tuple[descriptor_pool.DescriptorPool, descriptor_pb2.FileDescriptorProto]:
@@ -67,15 +68,8 @@ def _method_types(method) -> tuple[type, type]:
             message_factory.GetMessageClass(method.output_type))
 
 
-def add_to_server(servicer: "KServeServicer", server: grpc.Server) -> None:
-    """Register ``servicer``'s methods as ``inference.GRPCInferenceService`` on ``server``."""
-    handlers = {}
-    for method in _SERVICE.methods:
-        request_type, response_type = _method_types(method)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name), request_deserializer=request_type.FromString,
-            response_serializer=response_type.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+#: The service descriptor (from the private pool), for :func:`~ganport.runtime.server.rpc.add_service`.
+SERVICE = _SERVICE
 
 
 class KServeStub:
@@ -99,21 +93,20 @@ kpb = messages  # short alias used below, mirroring the generated module's usual
 
 
 class KServeServicer:
-    """Implements the KServe v2 inference service over the served models (see :func:`add_to_server`).
+    """Implements the KServe v2 inference service over the served models (``grpc.aio``).
+
+    Register it with :func:`ganport.runtime.server.rpc.add_service` and :data:`SERVICE`.
 
     Args:
         models: the served models.
-        limits: request limits (max_count applies to the batch size N).
+        limits: request limits (max_count bounds the batch size N).
         is_ready: callable telling whether the server is serving (False while draining).
-        metrics: optional metrics registry.
     """
 
-    def __init__(self, models: ModelRegistry, limits: Limits, is_ready: Callable[[], bool], metrics=None):
+    def __init__(self, models: ModelRegistry, limits: Limits, is_ready: Callable[[], bool]):
         self.models = models
         self.limits = limits
         self.is_ready = is_ready
-        self.metrics = metrics
-        self.model_names = frozenset(models)
 
     def _model(self, name: str, version: str) -> ServedModel:
         model = self.models.get_model(name)
@@ -122,25 +115,25 @@ class KServeServicer:
                                      f"available: {MODEL_VERSION!r}")
         return model
 
-    @unary_rpc
-    def ServerLive(self, request, context):
+    async def ServerLive(self, request, context):
         return kpb.ServerLiveResponse(live=True)
 
-    @unary_rpc
-    def ServerReady(self, request, context):
+    async def ServerReady(self, request, context):
         return kpb.ServerReadyResponse(ready=bool(self.is_ready()))
 
-    @unary_rpc
-    def ModelReady(self, request, context):
-        self._model(request.name, request.version)
+    async def ModelReady(self, request, context):
+        # Triton answers "not ready" (not an error) for a model it does not serve, so readiness
+        # loops written for Triton keep polling.
+        try:
+            self._model(request.name, request.version)
+        except ModelNotFoundError:
+            return kpb.ModelReadyResponse(ready=False)
         return kpb.ModelReadyResponse(ready=bool(self.is_ready()))
 
-    @unary_rpc
-    def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context):
         return kpb.ServerMetadataResponse(name="ganport", version=__version__, extensions=[])
 
-    @unary_rpc
-    def ModelMetadata(self, request, context):
+    async def ModelMetadata(self, request, context):
         model = self._model(request.name, request.version)
         spec = model.info.io_spec()
         tensor = kpb.ModelMetadataResponse.TensorMetadata
@@ -153,8 +146,7 @@ class KServeServicer:
             name=model.name, versions=[MODEL_VERSION], platform=_PLATFORMS.get(model.backend, model.backend),
             inputs=describe(spec["inputs"]), outputs=describe(spec["outputs"]))
 
-    @unary_rpc
-    def ModelInfer(self, request, context):
+    async def ModelInfer(self, request, context):
         model = self._model(request.model_name, request.model_version)
         for output in request.outputs:
             if output.name != "image":
@@ -181,7 +173,7 @@ class KServeServicer:
                 raise InvalidInputError(f"input 'label' must have shape [{len(z)}] (one per row of z), "
                                         f"got {list(label.shape)}")
             labels = model.generator.resolve_labels(label.astype(np.int64), len(z))
-        images = np.ascontiguousarray(model.run(z, labels, context), dtype="<f4")
+        images = np.ascontiguousarray(await model.run(z, labels, context), dtype="<f4")
         response = kpb.ModelInferResponse(
             model_name=model.name, model_version=MODEL_VERSION, id=request.id,
             outputs=[kpb.ModelInferResponse.InferOutputTensor(name="image", datatype="FP32",
@@ -189,6 +181,19 @@ class KServeServicer:
             raw_output_contents=[images.tobytes()])
         check_size(response, self.limits.max_send_bytes, "send fewer rows per request")
         return response
+
+    def _check_shape(self, name: str, dims) -> tuple[int, ...]:
+        """Bound every dimension before any arithmetic on them (no overflow, no huge products)."""
+        shape = tuple(int(v) for v in dims)
+        rank = 2 if name == "z" else (1, 2)
+        if len(shape) not in ((rank,) if isinstance(rank, int) else rank):
+            expected = "[N, latent_dim]" if name == "z" else "[N] or [N, 1]"
+            raise InvalidInputError(f"input {name!r} must have shape {expected}, got {list(shape)}")
+        limit = max(self.limits.max_count, _MAX_INNER_DIM)
+        if any(v < 1 or v > limit for v in shape):
+            raise InvalidInputError(f"input {name!r} has an invalid shape {list(shape)}: every dimension "
+                                    f"must be in 1..{limit} (batch size at most {self.limits.max_count})")
+        return shape
 
     def _read_inputs(self, request) -> dict[str, np.ndarray]:
         """Decode every input tensor of a ModelInferRequest (raw or typed contents)."""
@@ -206,9 +211,7 @@ class KServeServicer:
             if tensor.datatype not in _ACCEPTED[name]:
                 raise InvalidInputError(f"input {name!r} must be {' or '.join(_ACCEPTED[name])}, "
                                         f"got {tensor.datatype or '(none)'}")
-            shape = tuple(int(v) for v in tensor.shape)
-            if not shape or any(v < 0 for v in shape):
-                raise InvalidInputError(f"input {name!r} has an invalid shape {list(shape)}")
+            shape = self._check_shape(name, tensor.shape)
             dtype, field = _DTYPES[tensor.datatype]
             count = math.prod(shape)
             if raw:

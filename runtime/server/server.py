@@ -1,13 +1,20 @@
 """Assemble the gRPC server: models, batchers, services, limits, auth, TLS, health, metrics.
 
-The server follows grpc's own Python examples: a ``grpc.server`` on a thread pool, servicers that
-subclass the generated bases, ``add_insecure_port`` / ``add_secure_port`` returning the bound
-port (so port 0 picks a free one). On one port it serves:
+One ``grpc.aio`` server on one asyncio event loop owns every batcher; RPC handlers are
+coroutines that await their batch's result, and model calls run in one worker thread per model
+(see :mod:`.batcher`). On one port it serves:
 
 * ``ganport.v1.GeneratorService`` (:mod:`.servicer`);
 * ``inference.GRPCInferenceService``, the KServe v2 subset (:mod:`.kserve`);
 * ``grpc.health.v1.Health``: SERVING once the models are loaded, NOT_SERVING while draining;
 * server reflection.
+
+Every method is registered with raw-bytes handlers (:mod:`.rpc`): the token is checked before
+the body is decoded, and undecodable bodies are INVALID_ARGUMENT.
+
+:func:`create_server` runs the event loop in a background thread and returns a
+:class:`GanportServer` with a blocking API (``start``/``stop``), so scripts, tests and the CLI
+use it like any server object.
 
 Example:
     >>> server, port = create_server("127.0.0.1:0", "packages/")    # doctest: +SKIP
@@ -18,26 +25,29 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Coroutine, Iterable, Mapping, Optional, Union
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ganport.errors import GanportError, PackageError
 from ganport.runtime.manifest import MANIFEST_NAME
-from ganport.runtime.server.auth import TokenAuthInterceptor, server_credentials
+from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
+from ganport.runtime.server.rpc import CallGuard, add_service
 from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
                                              ServedModel)
-from ganport.v1 import generator_pb2, generator_pb2_grpc
+from ganport.v1 import generator_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +80,34 @@ def find_packages(path: Union[str, Path]) -> dict[str, Path]:
     return found
 
 
+def default_threads(n_models: int) -> int:
+    """Intra-op threads per model when none are given: the CPU cores shared among the models.
+
+    One batch runs per model at a time, so with one model it gets every core; with several,
+    each gets an equal share (at least one), so busy models do not oversubscribe the CPU.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, n_models))
+
+
 def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device: str = "cpu",
                 threads: Optional[int] = None, max_batch: int = 64) -> dict[str, Any]:
-    """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator``.
+    """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator`` for serving.
+
+    onnxruntime sessions are opened with intra-op spinning off (idle threads sleep instead of
+    busy-waiting between batches) and ``threads`` intra-op threads (default
+    :func:`default_threads`).
 
     Returns:
         ``{name: Generator}``.
     """
     from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
 
+    packages = find_packages(path)
+    threads = threads or default_threads(len(packages))
     return {name: Generator.load(directory, backend=backend, device=device, threads=threads,
-                                 max_batch=max_batch)
-            for name, directory in find_packages(path).items()}
+                                 max_batch=max_batch, spin=False)
+            for name, directory in packages.items()}
 
 
 def _as_generators(models: ModelsArg, **load_options) -> dict[str, Any]:
@@ -104,11 +130,8 @@ def _as_generators(models: ModelsArg, **load_options) -> dict[str, Any]:
 def _reflection_pool(kserve: bool) -> descriptor_pool.DescriptorPool:
     """A pool describing every served service: the KServe messages live outside the default pool
     (see :mod:`.kserve`), so reflection gets its own pool holding all the files."""
-    from grpc_health.v1 import health_pb2 as health_messages
-    from grpc_reflection.v1alpha import reflection_pb2
-
     pool = descriptor_pool.DescriptorPool()
-    for module in (generator_pb2, health_messages, reflection_pb2):
+    for module in (generator_pb2, health_pb2, reflection_pb2):
         file_proto = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(file_proto)
         pool.Add(file_proto)
@@ -119,15 +142,40 @@ def _reflection_pool(kserve: bool) -> descriptor_pool.DescriptorPool:
     return pool
 
 
+class _LoopThread:
+    """An asyncio event loop running in a daemon thread; :meth:`call` runs a coroutine on it."""
+
+    def __init__(self, name: str = "ganport-server"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coroutine: Coroutine, timeout: Optional[float] = None) -> Any:
+        """Run ``coroutine`` on the loop and wait for its result (re-raising its exception)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Stop the loop and its thread (idempotent)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
 class ServingState:
-    """Whether the server accepts work; mirrored into the health service.
+    """Whether the server accepts work; mirrored into the (asyncio) health service.
 
     Args:
-        health_servicer: the ``grpc_health`` servicer to keep in sync.
+        health_servicer: the ``grpc_health`` aio servicer to keep in sync.
         services: service names whose health status follows the state ("" = the whole server).
     """
 
-    def __init__(self, health_servicer: health.HealthServicer, services: Iterable[str]):
+    def __init__(self, health_servicer: health.aio.HealthServicer, services: Iterable[str]):
         self._health = health_servicer
         self._services = ("", *services)
         self._serving = threading.Event()
@@ -136,8 +184,8 @@ class ServingState:
     def serving(self) -> bool:
         return self._serving.is_set()
 
-    def set(self, serving: bool) -> None:
-        """Flip every service's health status to SERVING or NOT_SERVING."""
+    async def set(self, serving: bool) -> None:
+        """Flip every service's health status to SERVING or NOT_SERVING (on the server's loop)."""
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         if serving:
@@ -145,23 +193,28 @@ class ServingState:
         else:
             self._serving.clear()
         for name in self._services:
-            self._health.set(name, status)
+            await self._health.set(name, status)
 
 
 class GanportServer:
     """A configured ganport gRPC server (not yet started). Create it with :func:`create_server`.
+
+    The methods block the calling thread; the server itself runs on its own event loop thread.
 
     Attributes:
         port: the bound gRPC port.
         models: the :class:`ModelRegistry` of served models.
         metrics: the :class:`Metrics` registry (also on ``metrics_port`` when configured).
         metrics_port: the Prometheus HTTP port, or None.
-        grpc_server: the underlying ``grpc.Server``.
+        grpc_server: the underlying ``grpc.aio.Server``.
+        loop: the event loop the server runs on.
     """
 
-    def __init__(self, grpc_server: grpc.Server, models: ModelRegistry, state: ServingState,
-                 health_servicer: health.HealthServicer, metrics: Metrics, port: int, host: str,
-                 metrics_http: Optional[MetricsHTTPServer]):
+    def __init__(self, runner: _LoopThread, grpc_server: grpc.aio.Server, models: ModelRegistry,
+                 state: ServingState, health_servicer, metrics: Metrics, port: int, host: str,
+                 metrics_http: Optional[MetricsHTTPServer], executor: ThreadPoolExecutor):
+        self._runner = runner
+        self.loop = runner.loop
         self.grpc_server = grpc_server
         self.models = models
         self.metrics = metrics
@@ -170,6 +223,7 @@ class GanportServer:
         self._state = state
         self._health = health_servicer
         self._metrics_http = metrics_http
+        self._executor = executor
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
 
@@ -184,14 +238,17 @@ class GanportServer:
 
     def start(self) -> "GanportServer":
         """Start serving; health turns SERVING (the models are already loaded)."""
-        self.grpc_server.start()
-        self._state.set(True)
+        async def start() -> None:
+            await self.grpc_server.start()
+            await self._state.set(True)
+
+        self._runner.call(start())
         logger.info("serving %d model(s) on %s:%d", len(self.models), self.host, self.port)
         return self
 
     def set_serving(self, serving: bool) -> None:
         """Flip the health status by hand (e.g. to take the server out of a load balancer)."""
-        self._state.set(serving)
+        self._runner.call(self._state.set(serving))
 
     def stop(self, grace: Optional[float] = 5.0, drain: float = 0.0) -> None:
         """Graceful shutdown.
@@ -201,29 +258,37 @@ class GanportServer:
            move traffic away before connections are refused;
         3. new calls are refused; calls in flight get ``grace`` seconds to finish (None: wait
            for all), then are cancelled;
-        4. the batchers finish what is queued, the metrics port closes.
+        4. the batchers finish what is queued, the metrics port closes, the loop stops.
 
         Safe to call more than once (later calls wait for the first).
         """
         with self._stop_lock:
             if self._stopped.is_set():
                 return
-            self._state.set(False)
-            if drain > 0:
-                logger.info("draining for %.1f s before refusing new calls", drain)
-                time.sleep(drain)
-            self._health.enter_graceful_shutdown()
             started = time.monotonic()
-            self.grpc_server.stop(grace).wait()
-            self.models.close(drain=True)
-            if self._metrics_http is not None:
-                self._metrics_http.close()
-            self._stopped.set()
+
+            async def stop() -> None:
+                await self._state.set(False)
+                if drain > 0:
+                    logger.info("draining for %.1f s before refusing new calls", drain)
+                    await asyncio.sleep(drain)
+                await self._health.enter_graceful_shutdown()
+                await self.grpc_server.stop(grace)
+                await self.models.close(drain=True)
+
+            try:
+                self._runner.call(stop())
+            finally:
+                if self._metrics_http is not None:
+                    self._metrics_http.close()
+                self._runner.close()
+                self._executor.shutdown(wait=False)
+                self._stopped.set()
             logger.info("stopped after %.2f s", time.monotonic() - started)
 
     def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
         """Block until the server stops (or ``timeout``); True if it stopped."""
-        return self.grpc_server.wait_for_termination(timeout)
+        return self._stopped.wait(timeout)
 
     def __enter__(self) -> "GanportServer":
         return self.start()
@@ -233,33 +298,36 @@ class GanportServer:
 
 
 def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = None, device: str = "cpu",
-                  threads: Optional[int] = None, max_batch: int = 64, max_delay_ms: float = 2.0,
+                  threads: Optional[int] = None, max_batch: int = 64, max_delay_ms: float = 0.0,
                   max_queue: int = 1024, max_message_mb: float = 64, max_receive_mb: Optional[float] = None,
                   max_send_mb: Optional[float] = None, max_count: int = 1024, max_stream_count: int = 65536,
                   max_text_length: int = 64, token: Optional[str] = None, tls: Optional[TLSArg] = None,
                   metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
-                  workers: int = 64, kserve: bool = True) -> tuple[GanportServer, int]:
+                  workers: int = 4, kserve: bool = True) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
         address: ``host:port``; port 0 binds a free port (returned).
         models: a models directory or single package (loaded with ``backend``/``device``/
-            ``threads``), a ``{name: Generator}`` mapping, or an iterable of Generators (served
-            under ``info.name``).
-        backend, device, threads: how to load packages from a directory.
+            ``threads``, see :func:`load_models`), a ``{name: Generator}`` mapping, or an iterable
+            of Generators (served under ``info.name``).
+        backend, device, threads: how to load packages from a directory (threads: intra-op
+            threads per model, default :func:`default_threads`).
         max_batch: most images per model call (requests are merged up to it, big ones split).
-        max_delay_ms: longest a request waits for others to join its batch.
+        max_delay_ms: how long the oldest queued request may wait for a batch to fill; 0
+            (default) runs whatever is queued as soon as the model is free.
         max_queue: most requests waiting per model; more get RESOURCE_EXHAUSTED at once.
         max_message_mb: gRPC receive and send message limit in MiB (default 64, not gRPC's 4).
         max_receive_mb, max_send_mb: override the limit for one direction.
         max_count: most images per Generate/Decode/Encode; max_stream_count: per GenerateStream.
         max_text_length: most characters per RenderWord.
-        token: require ``authorization: Bearer <token>`` on every call but health.
+        token: require ``authorization: Bearer <token>`` on every call but health; checked
+            before the request body is decoded.
         tls: ``(cert, key)`` PEM paths or bytes (or a ``grpc.ServerCredentials``): serve TLS.
         metrics_port: serve Prometheus metrics over HTTP on this port (0 = a free one).
         metrics_host: interface for the metrics port.
-        workers: gRPC handler threads; also the most calls handled at once (callers waiting in
-            the batch queue hold a thread, so keep it above the expected concurrency).
+        workers: threads for work kept off the event loop besides model calls (Encode, encoding
+            big responses); model calls have one thread per model.
         kserve: also serve the KServe v2 inference service.
 
     Returns:
@@ -268,6 +336,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     Raises:
         GanportError: the address cannot be bound, or no models.
     """
+    if workers < 1:
+        raise GanportError(f"workers must be >= 1, got {workers}")
     receive = int((max_receive_mb or max_message_mb) * MIB)
     send = int((max_send_mb or max_message_mb) * MIB)
     limits = Limits(max_count=max_count, max_stream_count=max_stream_count, max_text_length=max_text_length,
@@ -275,58 +345,75 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
     metrics = Metrics()
     registry = ModelRegistry({
-        name: ServedModel(name, gen, DynamicBatcher(gen.run, name, max_batch=max_batch, max_delay_ms=max_delay_ms,
-                                                    max_queue=max_queue, metrics=metrics))
+        name: ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
+                                                    max_delay_ms=max_delay_ms, max_queue=max_queue,
+                                                    metrics=metrics))
         for name, gen in generators.items()})
+    guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
+    runner = _LoopThread()
 
-    interceptors = [TokenAuthInterceptor(token, metrics=metrics)] if token else []
-    options = [
-        ("grpc.max_receive_message_length", receive),
-        ("grpc.max_send_message_length", send),
-        # Never share a port with another process silently (Linux SO_REUSEPORT).
-        ("grpc.so_reuseport", 0),
-    ]
-    grpc_server = grpc.server(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ganport-rpc"),
-                              interceptors=interceptors, options=options)
+    async def build() -> tuple[grpc.aio.Server, ServingState, Any, int]:
+        asyncio.get_running_loop().set_default_executor(executor)
+        options = [
+            ("grpc.max_receive_message_length", receive),
+            ("grpc.max_send_message_length", send),
+            # Never share a port with another process silently (Linux SO_REUSEPORT).
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        health_servicer = health.aio.HealthServicer()
+        services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
+        state = ServingState(health_servicer, services)
+        add_service(server, generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
+                    GeneratorServicer(registry, limits), guard)
+        if kserve:
+            from ganport.runtime.server import kserve as kserve_module
 
-    health_servicer = health.HealthServicer()
-    services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
-    state = ServingState(health_servicer, services)
-    generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-        GeneratorServicer(registry, limits, metrics), grpc_server)
-    if kserve:
-        from ganport.runtime.server import kserve
-
-        kserve.add_to_server(kserve.KServeServicer(registry, limits, lambda: state.serving, metrics), grpc_server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server,
-                                        pool=_reflection_pool(kserve))
-    state.set(False)  # NOT_SERVING until start()
-
-    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
-    try:
+            add_service(server, kserve_module.SERVICE,
+                        kserve_module.KServeServicer(registry, limits, lambda: state.serving), guard)
+        add_service(server, health_pb2.DESCRIPTOR.services_by_name["Health"], health_servicer, guard,
+                    is_open=True)
+        add_service(server, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+                    reflection.aio.ReflectionServicer(
+                        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), pool=_reflection_pool(kserve)),
+                    guard)
+        await state.set(False)  # NOT_SERVING until start()
         if tls is None:
-            port = grpc_server.add_insecure_port(address)
+            port = server.add_insecure_port(address)
         else:
             credentials = tls if isinstance(tls, grpc.ServerCredentials) else server_credentials(*tls)
-            port = grpc_server.add_secure_port(address, credentials)
+            port = server.add_secure_port(address, credentials)
+        return server, state, health_servicer, port
+
+    def fail(message: str, cause: Optional[BaseException] = None) -> GanportError:
+        runner.call(registry.close(drain=False))
+        runner.close()
+        executor.shutdown(wait=False)
+        error = GanportError(message, hint="is the port already in use?" if "listen" in message else None)
+        error.__cause__ = cause
+        return error
+
+    try:
+        grpc_server, state, health_servicer, port = runner.call(build())
     except RuntimeError as exc:
-        registry.close(drain=False)
-        raise GanportError(f"cannot listen on {address}: {exc}", hint="is the port already in use?") from None
+        raise fail(f"cannot listen on {address}: {exc}", exc) from exc
+    except GanportError:
+        runner.close()
+        executor.shutdown(wait=False)
+        raise
     if port == 0:
-        registry.close(drain=False)
-        raise GanportError(f"cannot listen on {address}", hint="is the port already in use?")
+        raise fail(f"cannot listen on {address}")
 
     metrics_http = None
     if metrics_port is not None:
         try:
             metrics_http = MetricsHTTPServer(metrics, metrics_host, metrics_port)
         except OSError as exc:
-            registry.close(drain=False)
-            raise GanportError(f"cannot serve metrics on {metrics_host}:{metrics_port}: "
-                               f"{exc.strerror or exc}") from None
-    server = GanportServer(grpc_server, registry, state, health_servicer, metrics, port, host, metrics_http)
+            raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}", exc) from exc
+    server = GanportServer(runner, grpc_server, registry, state, health_servicer, metrics, port, host=(
+        address.rsplit(":", 1)[0].strip("[]") if ":" in address else address), metrics_http=metrics_http,
+        executor=executor)
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
                 ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
     return server, port
-

@@ -13,12 +13,13 @@ So the images equal ``Generator.generate/decode/render_word`` for the same seed 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, AsyncIterator, Mapping, Optional
 
 import grpc
 import numpy as np
@@ -27,7 +28,7 @@ from ganport.errors import InvalidInputError, ModelNotFoundError, ResourceExhaus
 from ganport.runtime.images import to_uint8
 from ganport.runtime.server import codec
 from ganport.runtime.server.batcher import DynamicBatcher
-from ganport.runtime.server.status import UnsupportedError, stream_rpc, unary_rpc
+from ganport.runtime.server.status import UnsupportedError
 from ganport.v1 import generator_pb2 as pb
 from ganport.v1 import generator_pb2_grpc as pb_grpc
 
@@ -39,6 +40,12 @@ _NOISE = {pb.NOISE_MODE_UNSPECIFIED: "per-glyph", pb.NOISE_MODE_PER_GLYPH: "per-
 # Largest seed accepted by numpy's default_rng is unbounded, but the wire type is uint64 and
 # random seeds stay in 63 bits so every client language can hold them in a signed integer.
 _SEED_BITS = 63
+#: Longest class name (or decimal index) accepted in ``Labels.names``.
+MAX_LABEL_NAME = 256
+#: Largest RenderWord ``height`` and ``|spacing|`` in pixels.
+_MAX_WORD_HEIGHT = 1024
+# Responses bigger than this are encoded in a worker thread, so the loop keeps serving.
+_INLINE_PACK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class ServedModel:
     Args:
         name: name it is served under.
         generator: the loaded :class:`~ganport.runtime.Generator`.
-        batcher: the model's :class:`DynamicBatcher` (wrapping ``generator.run``).
+        batcher: the model's :class:`DynamicBatcher` (wrapping ``generator.run_prepared``).
     """
 
     def __init__(self, name: str, generator: Any, batcher: DynamicBatcher):
@@ -87,20 +94,22 @@ class ServedModel:
     def device(self) -> str:
         return str(getattr(self.generator, "device", "cpu"))
 
-    def run(self, z: np.ndarray, labels: Optional[np.ndarray], context: Optional[grpc.ServicerContext]) -> np.ndarray:
-        """Run ``z``/``labels`` through the batcher on behalf of one RPC and wait for the rows.
+    async def run(self, z: np.ndarray, labels: Optional[np.ndarray],
+                  context: Optional[grpc.aio.ServicerContext]) -> np.ndarray:
+        """Run ``z``/``labels`` through the batcher on behalf of one RPC and await the rows.
 
-        The RPC's deadline and liveness travel with the request, so the batcher drops it if the
-        caller has gone or the deadline passed before its turn.
+        The RPC's deadline travels with the request, and a cancelled RPC cancels the awaited
+        future, so the batcher drops the request if it has not run by then.
+
+        Returns:
+            float32 ``[N, C, H, W]`` (read-only; a view into the batch output).
         """
-        future = self.submit(z, labels, context)
-        return future.result()
+        return await self.submit(z, labels, context)
 
-    def submit(self, z: np.ndarray, labels: Optional[np.ndarray], context: Optional[grpc.ServicerContext]):
-        """Queue ``z``/``labels`` for this RPC; returns the batcher's future."""
+    def submit(self, z: np.ndarray, labels: Optional[np.ndarray], context: Optional[grpc.aio.ServicerContext]):
+        """Queue ``z``/``labels`` for this RPC; returns the batcher's asyncio future."""
         timeout = context.time_remaining() if context is not None else None
-        is_active = context.is_active if context is not None else None
-        return self.batcher.submit(z, labels, timeout=timeout, is_active=is_active)
+        return self.batcher.submit(z, labels, timeout=timeout)
 
 
 class ModelRegistry(Mapping[str, ServedModel]):
@@ -131,10 +140,10 @@ class ModelRegistry(Mapping[str, ServedModel]):
             raise ModelNotFoundError(f"model {shown} is not served here; served models: {served}")
         return model
 
-    def close(self, drain: bool = True) -> None:
+    async def close(self, drain: bool = True) -> None:
         """Close every batcher (running queued work first when ``drain``)."""
         for model in self._models.values():
-            model.batcher.close(drain=drain, timeout=30)
+            await model.batcher.close(drain=drain)
 
 
 def model_info_message(model: ServedModel, limits: Limits) -> pb.ModelInfo:
@@ -151,10 +160,26 @@ def model_info_message(model: ServedModel, limits: Limits) -> pb.ModelInfo:
     )
 
 
-def labels_from_message(message: pb.Labels) -> Any:
-    """The ``labels`` argument for ``Generator.resolve_labels`` (None when none were given)."""
+def labels_from_message(message: pb.Labels, limit: int) -> Any:
+    """The ``labels`` argument for ``Generator.resolve_labels`` (None when none were given).
+
+    Args:
+        message: the request's labels.
+        limit: most labels accepted (the request's image count limit).
+
+    Raises:
+        InvalidInputError: both indices and names, more than ``limit`` labels, or a name longer
+            than :data:`MAX_LABEL_NAME` characters.
+    """
     if message.indices and message.names:
         raise InvalidInputError("give labels either as indices or as names, not both")
+    given = len(message.indices) + len(message.names)
+    if given > max(1, limit):
+        raise InvalidInputError(f"{given} labels for at most {max(1, limit)} images: give one label or one per image")
+    for name in message.names:
+        if len(name) > MAX_LABEL_NAME:
+            raise InvalidInputError(f"a label name has {len(name)} characters; class names and indices have at "
+                                    f"most {MAX_LABEL_NAME}")
     if message.indices:
         return np.asarray(message.indices, dtype=np.int64)
     if message.names:
@@ -194,19 +219,19 @@ def check_size(message, limit: int, hint: str) -> None:
 
 
 class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
-    """Implements ``ganport.v1.GeneratorService`` over a :class:`ModelRegistry`.
+    """Implements ``ganport.v1.GeneratorService`` over a :class:`ModelRegistry` (``grpc.aio``).
+
+    Register it with :func:`ganport.runtime.server.rpc.add_service`, which authenticates,
+    decodes, maps errors to status codes and records metrics around every method.
 
     Args:
         models: the served models.
         limits: request limits.
-        metrics: a :class:`~ganport.runtime.server.metrics.Metrics` for per-request counters.
     """
 
-    def __init__(self, models: ModelRegistry, limits: Limits, metrics=None):
+    def __init__(self, models: ModelRegistry, limits: Limits):
         self.models = models
         self.limits = limits
-        self.metrics = metrics
-        self.model_names = frozenset(models)
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_response_estimate(self, model: ServedModel, count: int, encoding: int) -> None:
@@ -218,7 +243,10 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                 f"{estimate / MIB:.1f} MiB, above the server's {self.limits.max_send_bytes / MIB:.0f} "
                 f"MiB message limit", hint="use GenerateStream, a smaller count or the PNG encoding")
 
-    def _pack(self, model: ServedModel, images: np.ndarray, encoding: int) -> pb.ImageBatch:
+    async def _pack(self, model: ServedModel, images: np.ndarray, encoding: int) -> pb.ImageBatch:
+        """Encode model output for the wire; big batches are encoded off the event loop."""
+        if images.nbytes > _INLINE_PACK_BYTES:
+            return await asyncio.to_thread(codec.images_to_batch, images, encoding, model.info.value_range)
         return codec.images_to_batch(images, encoding, model.info.value_range)
 
     def _prepare_generate(self, model: ServedModel, request: pb.GenerateRequest, limit: int):
@@ -229,32 +257,28 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         gen = model.generator
         # Exactly what Generator.generate does, so the same seed gives the same images.
         z = gen.sample_latents(count, seed)
-        labels = gen.resolve_labels(labels_from_message(request.labels), count)
+        labels = gen.resolve_labels(labels_from_message(request.labels, limit), count)
         return count, encoding, seed, z, labels
 
     # -- RPCs ----------------------------------------------------------------------------------
-    @unary_rpc
-    def ListModels(self, request, context):
+    async def ListModels(self, request, context):
         return pb.ListModelsResponse(models=[model_info_message(m, self.limits) for m in self.models.values()])
 
-    @unary_rpc
-    def GetModel(self, request, context):
+    async def GetModel(self, request, context):
         return model_info_message(self.models.get_model(request.model), self.limits)
 
-    @unary_rpc
-    def Generate(self, request, context):
+    async def Generate(self, request, context):
         model = self.models.get_model(request.model)
         count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_count)
         self._check_response_estimate(model, count, encoding)
-        images = model.run(z, labels, context)
+        images = await model.run(z, labels, context)
         response = pb.GenerateResponse(model=model.name, seed=seed,
                                        labels=[] if labels is None else labels.tolist(),
-                                       images=self._pack(model, images, encoding))
+                                       images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "use GenerateStream or a smaller count")
         return response
 
-    @stream_rpc
-    def GenerateStream(self, request, context) -> Iterator[pb.GenerateChunk]:
+    async def GenerateStream(self, request, context) -> AsyncIterator[pb.GenerateChunk]:
         model = self.models.get_model(request.model)
         count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_stream_count)
         if request.chunk_size < 0:
@@ -277,47 +301,48 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         pending = submit(starts[0])
         try:
             for index, start in enumerate(starts):
-                images = pending.result()
+                images = await pending
                 pending = submit(starts[index + 1]) if index + 1 < len(starts) else None
                 stop = start + len(images)
                 yield pb.GenerateChunk(model=model.name, seed=seed, offset=start, total=count,
                                        labels=[] if labels is None else labels[start:stop].tolist(),
-                                       images=self._pack(model, images, encoding))
+                                       images=await self._pack(model, images, encoding))
         finally:
             if pending is not None and not pending.done():
                 model.batcher.cancel(pending)
 
-    @unary_rpc
-    def Decode(self, request, context):
+    async def Decode(self, request, context):
         model = self.models.get_model(request.model)
         encoding = codec.resolve_encoding(request.encoding)
         if not request.HasField("latents"):
             raise InvalidInputError("latents are required: a FloatTensor of shape [N, latent_dim]")
         z = check_latents(model, codec.tensor_to_array(request.latents), self.limits.max_count)
-        labels = model.generator.resolve_labels(labels_from_message(request.labels), len(z))
+        labels = model.generator.resolve_labels(labels_from_message(request.labels, len(z)), len(z))
         self._check_response_estimate(model, len(z), encoding)
-        images = model.run(z, labels, context)
+        images = await model.run(z, labels, context)
         response = pb.DecodeResponse(model=model.name, labels=[] if labels is None else labels.tolist(),
-                                     images=self._pack(model, images, encoding))
+                                     images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "decode fewer latents per call")
         return response
 
-    @unary_rpc
-    def Encode(self, request, context):
+    async def Encode(self, request, context):
         model = self.models.get_model(request.model)
         if not model.info.has_encoder:
             raise UnsupportedError(f"model {model.name!r} (kind {model.info.kind}) has no encoder: "
                                    f"Encode works only for AAE models")
         if not request.HasField("images"):
             raise InvalidInputError("images are required")
+        if len(request.images.shape) > 0 and request.images.shape[0] > self.limits.max_count:
+            check_count(int(request.images.shape[0]), self.limits.max_count, "number of images")
+        if len(request.images.png) > self.limits.max_count:
+            check_count(len(request.images.png), self.limits.max_count, "number of images")
         images = codec.batch_to_array(request.images)
         check_count(len(images), self.limits.max_count, "number of images")
-        # The encoder is not batched: Encode is rare and onnxruntime sessions are thread-safe.
-        latents = model.generator.encode(images)
+        # The encoder is not batched (Encode is rare); it runs off the event loop.
+        latents = await asyncio.to_thread(model.generator.encode, images)
         return pb.EncodeResponse(model=model.name, latents=codec.array_to_tensor(latents))
 
-    @unary_rpc
-    def RenderWord(self, request, context):
+    async def RenderWord(self, request, context):
         model = self.models.get_model(request.model)
         encoding = codec.resolve_encoding(request.encoding, allowed=(codec.PNG, codec.RAW_UINT8))
         text = request.text
@@ -325,14 +350,20 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
             raise InvalidInputError(f"text has {len(text)} characters; the limit is "
                                     f"{self.limits.max_text_length}")
         if request.noise not in _NOISE:
-            raise InvalidInputError(f"unknown noise mode {request.noise}")
+            raise InvalidInputError(f"unknown noise mode {request.noise}: valid modes are "
+                                    f"{', '.join(pb.NoiseMode.Name(v) for v in _NOISE)}")
+        if request.HasField("height") and not 1 <= request.height <= _MAX_WORD_HEIGHT:
+            raise InvalidInputError(f"height must be in 1..{_MAX_WORD_HEIGHT} pixels, got {request.height}")
+        if request.HasField("spacing") and abs(request.spacing) > _MAX_WORD_HEIGHT:
+            raise InvalidInputError(f"spacing must be in -{_MAX_WORD_HEIGHT}..{_MAX_WORD_HEIGHT} pixels, "
+                                    f"got {request.spacing}")
         seed = int(request.seed) if request.HasField("seed") else new_seed()
         plan = model.generator.plan_word(
             text, seed=seed, noise=_NOISE[request.noise],
             spacing=request.spacing if request.HasField("spacing") else None,
             height=request.height if request.HasField("height") else None)
         self._check_word_size(model, plan)
-        glyphs = to_uint8(model.run(plan.z, plan.labels, context), model.info.value_range)
+        glyphs = to_uint8(await model.run(plan.z, plan.labels, context), model.info.value_range)
         word = plan.compose(glyphs)
         response = pb.RenderWordResponse(model=model.name, seed=seed, labels=plan.labels.tolist(),
                                          image=codec.uint8_to_batch(word[None], encoding))

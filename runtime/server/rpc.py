@@ -1,0 +1,259 @@
+"""Register services on a ``grpc.aio`` server with raw-bytes handlers and one guard per call.
+
+Every method of every service ganport serves (its own, KServe, health, reflection) is registered
+through :func:`add_service`, which receives the request as *bytes* (no grpcio deserializer) and
+runs, in this order:
+
+1. **authentication** (when a token is set and the service is not open): the ``authorization``
+   metadata is compared in constant time; nothing else runs for an unauthenticated call, not even
+   decoding its body;
+2. **decoding** the body with the method's message class: a body that is not a valid message is
+   ``INVALID_ARGUMENT`` (counted in ``ganport_decode_errors_total``, logged at most once per
+   :data:`DECODE_LOG_INTERVAL` seconds). Decoding here rather than in grpcio matters: grpcio
+   1.85 keeps ~16 KB of memory for every body its deserializer rejects, and logs a traceback;
+3. the servicer's coroutine, with any exception mapped by :func:`.status.status_for` (never a
+   traceback on the wire);
+4. metrics (``ganport_requests_total`` and ``ganport_request_seconds`` by model, method and final
+   code) and a debug log line.
+
+Servicers are plain objects (usually subclasses of the generated ``*Servicer`` bases) whose
+methods are coroutines ``(request, context) -> response`` for unary responses, and either async
+generators or coroutines writing with ``context.write`` for streaming responses (the
+``grpc.aio`` conventions). Streaming requests arrive as an async iterator of decoded messages.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import logging
+import time
+from typing import Any, AsyncIterator, Callable, Iterable, Optional
+
+import grpc
+from google.protobuf import message as protobuf_message
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+
+from ganport.errors import InvalidInputError
+from ganport.runtime.server.status import UnauthenticatedError, status_for
+
+logger = logging.getLogger("ganport.runtime.server.requests")
+
+#: Seconds between two log lines about undecodable request bodies.
+DECODE_LOG_INTERVAL = 10.0
+
+
+class CallGuard:
+    """What every call goes through: token check, body decoding, error mapping, metrics.
+
+    Args:
+        token: the bearer token every call must carry (``authorization: Bearer <token>``), or
+            None for no authentication.
+        metrics: a :class:`~ganport.runtime.server.metrics.Metrics`, or None.
+        model_names: callable returning the currently served model names (metric labels use
+            only these, so a client cannot create unbounded series).
+    """
+
+    def __init__(self, token: Optional[str] = None, metrics=None,
+                 model_names: Callable[[], Iterable[str]] = lambda: ()):
+        if token is not None and not token:
+            raise ValueError("the server token must not be empty")
+        self._expected = None if token is None else f"Bearer {token}".encode("utf-8")
+        self.metrics = metrics
+        self._model_names = model_names
+        self._decode_failures = 0
+        self._decode_logged = 0  # failures already reported in the log
+        self._decode_last_log = float("-inf")
+
+    def check_token(self, context: grpc.aio.ServicerContext) -> None:
+        """Raise :class:`UnauthenticatedError` unless the call carries the token."""
+        if self._expected is None:
+            return
+        value = None
+        for key, item in context.invocation_metadata() or ():
+            if key == "authorization":
+                value = item
+                break
+        if value is None:
+            message = "missing token: send metadata 'authorization: Bearer <token>'"
+        else:
+            given = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+            if hmac.compare_digest(given, self._expected):
+                return
+            message = "invalid token"
+        if self.metrics is not None:
+            self.metrics.auth_failures.inc()
+        raise UnauthenticatedError(message)
+
+    def decode(self, message_class: type, data: bytes) -> Any:
+        """Parse ``data`` as ``message_class``; :class:`InvalidInputError` if it is not one."""
+        try:
+            return message_class.FromString(data)
+        except (protobuf_message.DecodeError, ValueError, TypeError) as exc:
+            self._decode_failures += 1
+            if self.metrics is not None:
+                self.metrics.decode_errors.inc()
+            now = time.monotonic()
+            if now - self._decode_last_log >= DECODE_LOG_INTERVAL:
+                logger.warning("refused %d request body(ies) that were not valid protobuf (last: %s, %d bytes)",
+                               self._decode_failures - self._decode_logged,
+                               message_class.DESCRIPTOR.full_name, len(data))
+                self._decode_logged = self._decode_failures
+                self._decode_last_log = now
+            raise InvalidInputError(f"the request body is not a valid {message_class.DESCRIPTOR.full_name} "
+                                    f"message") from exc
+
+    def record(self, model: str, method: str, code: grpc.StatusCode, started: float,
+               context: grpc.aio.ServicerContext) -> None:
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            label = model if model in self._model_names() else ""
+            self.metrics.observe_request(label, method, code.name, elapsed)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("rpc=%s model=%s code=%s ms=%.2f peer=%s", method, model or "-", code.name,
+                         elapsed * 1000, context.peer())
+
+
+def _model_of(request: object) -> str:
+    """The model a request names, whichever API it belongs to ('' if none)."""
+    for field in ("model", "model_name", "name"):
+        value = getattr(request, field, None)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _mapped(exc: BaseException, method: str, model: str) -> tuple[grpc.StatusCode, str]:
+    """``status_for(exc)``, logging the traceback (server side only) for unexpected errors."""
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        logger.error("rpc=%s model=%s failed with an unexpected error", method, model or "-", exc_info=exc)
+    return code, message
+
+
+def _code_of(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+    code = context.code() if hasattr(context, "code") else None
+    return code if isinstance(code, grpc.StatusCode) else default
+
+
+def _unary_request(guard: CallGuard, name: str, request_class: type, is_open: bool):
+    """``(bytes, context) -> message`` with auth first; raises mapped errors."""
+
+    def prepare(data: bytes, context) -> Any:
+        if not is_open:
+            guard.check_token(context)
+        return guard.decode(request_class, data)
+
+    return prepare
+
+
+def _stream_requests(guard: CallGuard, request_class: type,
+                     iterator: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    async def decoded():
+        async for data in iterator:
+            yield guard.decode(request_class, data)
+
+    return decoded()
+
+
+def _handler(guard: CallGuard, name: str, method_descriptor, impl: Callable, is_open: bool):
+    """One ``grpc.RpcMethodHandler`` for ``impl`` with raw-bytes requests."""
+    request_class = message_factory.GetMessageClass(method_descriptor.input_type)
+    serialize = message_factory.GetMessageClass(method_descriptor.output_type).SerializeToString
+    client_streaming = method_descriptor.client_streaming
+    server_streaming = method_descriptor.server_streaming
+    prepare = _unary_request(guard, name, request_class, is_open)
+
+    async def begin(request_or_iterator, context) -> tuple[Any, str]:
+        if client_streaming:
+            if not is_open:
+                guard.check_token(context)
+            return _stream_requests(guard, request_class, request_or_iterator), ""
+        request = prepare(request_or_iterator, context)
+        return request, _model_of(request)
+
+    if not server_streaming:
+        async def unary_response(request_or_iterator, context):
+            started = time.perf_counter()
+            code, model = grpc.StatusCode.OK, ""
+            try:
+                request, model = await begin(request_or_iterator, context)
+                return await impl(request, context)
+            except grpc.aio.AbortError:
+                code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - mapped to a status, never a traceback
+                if not isinstance(exc, Exception):
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                code, message = _mapped(exc, name, model)
+                await context.abort(code, message)
+            finally:
+                guard.record(model, name, code, started, context)
+
+        behaviour = unary_response
+    elif inspect.isasyncgenfunction(impl):
+        async def stream_response(request_or_iterator, context):
+            started = time.perf_counter()
+            code, model = grpc.StatusCode.OK, ""
+            try:
+                request, model = await begin(request_or_iterator, context)
+                async for item in impl(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                if not isinstance(exc, Exception):
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                code, message = _mapped(exc, name, model)
+                await context.abort(code, message)
+            finally:
+                guard.record(model, name, code, started, context)
+
+        behaviour = stream_response
+    else:  # a coroutine that writes with context.write (e.g. grpc_health's Watch)
+        async def written_response(request_or_iterator, context):
+            started = time.perf_counter()
+            code, model = grpc.StatusCode.OK, ""
+            try:
+                request, model = await begin(request_or_iterator, context)
+                await impl(request, context)
+            except grpc.aio.AbortError:
+                code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                if not isinstance(exc, Exception):
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                code, message = _mapped(exc, name, model)
+                await context.abort(code, message)
+            finally:
+                guard.record(model, name, code, started, context)
+
+        behaviour = written_response
+
+    factory = {(False, False): grpc.unary_unary_rpc_method_handler,
+               (False, True): grpc.unary_stream_rpc_method_handler,
+               (True, False): grpc.stream_unary_rpc_method_handler,
+               (True, True): grpc.stream_stream_rpc_method_handler}[(client_streaming, server_streaming)]
+    return factory(behaviour, request_deserializer=None, response_serializer=serialize)
+
+
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: Any, guard: CallGuard, *,
+                is_open: bool = False) -> None:
+    """Register every method of ``service`` on ``server``, implemented by ``servicer``'s methods.
+
+    Args:
+        server: the ``grpc.aio`` server.
+        service: the service's descriptor (e.g. ``generator_pb2.DESCRIPTOR.services_by_name[...]``);
+            its message classes decode the requests and encode the responses.
+        servicer: object with one coroutine / async generator per RPC, named as the RPC.
+        guard: the :class:`CallGuard` (token, metrics).
+        is_open: no token needed (the health service, so probes work without the secret).
+    """
+    handlers = {method.name: _handler(guard, method.name, method, getattr(servicer, method.name), is_open)
+                for method in service.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
