@@ -11,4 +11,4 @@ Modules: :mod:`.backends`, :mod:`.serving`, :mod:`.batching`, :mod:`.word`, :mod
 """
 
 #: The benchmarks in the order the runner executes them.
-BENCHMARK_NAMES = ("backends", "serving", "batching", "word", "training", "footprint")
+BENCHMARK_NAMES = ("backends", "serving", "batching", "word", "training", "footprint", "peer")
