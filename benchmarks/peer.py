@@ -474,7 +474,7 @@ def _measure_model(ctx: BenchContext, result: dict[str, Any], pool: LoadPool, na
                                 key, protocol, row["images_per_s"], row["p50_ms"])
                     slot = acc.setdefault((load, key, protocol), {"calls": 0, "seconds": 0.0, "latencies": [],
                                                                   "images": 0.0, "batches": 0.0, "error_count": 0,
-                                                                  "errors": [], "rounds": []})
+                                                                  "errors": [], "rounds": [], "load": []})
                     slot["calls"] += row["calls"]
                     slot["seconds"] += row["seconds"]
                     slot["latencies"].extend(row.pop("latencies"))
@@ -483,6 +483,7 @@ def _measure_model(ctx: BenchContext, result: dict[str, Any], pool: LoadPool, na
                     slot["error_count"] += row["error_count"]
                     slot["errors"].extend(row["errors"])
                     slot["rounds"].append(round(row["images_per_s"], 1))
+                    slot["load"].append(round(os.getloadavg()[0], 1))
         rows = []
         for (load, key, protocol), slot in acc.items():
             clients = dict((l, c) for l, c, _ in LOADS)[load] or settings["many_clients"]
@@ -492,7 +493,8 @@ def _measure_model(ctx: BenchContext, result: dict[str, Any], pool: LoadPool, na
                          "images_per_s": slot["calls"] * batch / slot["seconds"] if slot["seconds"] else float("nan"),
                          **percentiles(slot["latencies"], scale=1000.0, suffix="_ms"),
                          "mean_batch": slot["images"] / slot["batches"] if slot["batches"] else float("nan"),
-                         "images_per_s_by_round": slot["rounds"], "error_count": slot["error_count"],
+                         "images_per_s_by_round": slot["rounds"], "load_average_by_round": slot["load"],
+                         "error_count": slot["error_count"],
                          "errors": slot["errors"][:3]})
         result["rows"].extend(rows)
     finally:
@@ -523,11 +525,13 @@ def _report_model(result: dict[str, Any], name: str, rows: list[dict[str, Any]],
                          row["images_per_s"], row["p50_ms"], row["p99_ms"], row["mean_batch"], versus, p50_versus,
                          row["error_count"]])
     errors = sum(r["error_count"] for r in rows)
+    loads = [x for r in rows for x in r["load_average_by_round"]]
     result["tables"].append(make_table(
         f"peer: {MODELS[name].description}, ganport vs Triton (images/s, latency ms)",
         ["load", "server", "client", "img/s", "p50", "p99", "mean batch", "img/s / Triton", "p50 / Triton",
          "errors"], body,
-        note=f"{result['settings']['rounds']} interleaved round(s); mean batch from each server's metrics"
+        note=f"{result['settings']['rounds']} interleaved round(s); mean batch from each server's metrics; "
+             f"1-minute load average after each point {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
              + (f"; Triton not measured: {state['reason']}" if state["reason"] and not find("many", "triton", "kserve")
                 else "")))
     if errors:
