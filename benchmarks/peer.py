@@ -3,7 +3,8 @@
 The peer is Triton Inference Server as PyTriton 0.7.0 ships it (tritonserver 2.51, Python backend),
 serving the **same** ``model.onnx`` of the same ganport package through onnxruntime inside the
 PyTriton callable (:mod:`benchmarks.peer_triton`), dynamic batching with ``max_batch_size`` 64 and a
-2 ms queue delay, onnxruntime with the same intra-op thread count as ganport. It runs in its own
+2 ms queue delay, onnxruntime with the same intra-op thread count as ganport and intra-op spinning
+off (``GANPORT_BENCH_PEER_SPIN=1`` keeps onnxruntime's default spinning). It runs in its own
 venv, ``build/peer-venv``, made from Debian's ``/usr/bin/python3.11`` (:mod:`benchmarks.peer_env`;
 built here when missing, except under ``--quick``). Set ``GANPORT_BENCH_PEER=off`` to skip the
 peer, or to a Python interpreter to use another peer environment.
@@ -89,16 +90,18 @@ class PeerProcess:
         package: the ganport model package (its ``model.onnx`` is served).
         scratch: a folder for PyTriton's workspace (``PYTRITON_HOME``) and ``TMPDIR``; removed at stop.
         log_path: where the peer's output goes.
-        threads, max_batch, queue_delay_us: see :mod:`benchmarks.peer_triton`.
+        threads, max_batch, queue_delay_us, spin: see :mod:`benchmarks.peer_triton`.
 
     Attributes (after :meth:`start`): ``target``, ``metrics_port``, ``startup`` (seconds from spawn
     to the ready line and to ``is_model_ready``).
     """
 
     def __init__(self, python: Path, package: Path, scratch: Path, *, log_path: Path, threads: int,
-                 max_batch: int = MAX_BATCH, queue_delay_us: int = QUEUE_DELAY_US, timeout: float = 180.0):
+                 max_batch: int = MAX_BATCH, queue_delay_us: int = QUEUE_DELAY_US, spin: bool = False,
+                 timeout: float = 180.0):
         self.command = [str(python), str(PEER_SCRIPT), str(package), "--threads", str(threads),
-                        "--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us)]
+                        "--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us),
+                        *(["--spin"] if spin else [])]
         self.model = package.name
         self.scratch = scratch
         self.log_path = log_path
@@ -293,7 +296,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
                    "(+ one with --max-batch 1)",
         "peer": f"PyTriton 0.7.0 (tritonserver 2.51, Python backend) in {PEER_VENV.relative_to(ROOT)}: the same "
                 f"model.onnx through onnxruntime in the callable; max_batch_size {MAX_BATCH}, dynamic batching "
-                f"max_queue_delay {QUEUE_DELAY_US} us; onnxruntime intra-op threads {ctx.threads}",
+                f"max_queue_delay {QUEUE_DELAY_US} us; onnxruntime intra-op threads {ctx.threads}, one inter-op "
+                f"thread, intra-op spinning {'on (GANPORT_BENCH_PEER_SPIN)' if _peer_spin() else 'off'}",
         "load": "benchmarks.load: client processes (spawn), closed loop; tritonclient.grpc for both servers, "
                 "GanportClient.generate (raw uint8) for ganport's native API",
     }
@@ -323,6 +327,11 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     return result
 
 
+def _peer_spin() -> bool:
+    """``GANPORT_BENCH_PEER_SPIN=1``: the peer keeps onnxruntime's default intra-op spinning."""
+    return os.environ.get("GANPORT_BENCH_PEER_SPIN", "").strip().lower() in ("1", "yes", "on", "true")
+
+
 def _start_peer(ctx: BenchContext, state: dict[str, Any], package: Path, tag: str) -> PeerProcess | None:
     """Start the peer for ``package``, or record why it cannot start (then never try again)."""
     if state["python"] is None or state["reason"]:
@@ -330,7 +339,7 @@ def _start_peer(ctx: BenchContext, state: dict[str, Any], package: Path, tag: st
     scratch = ctx.workdir / f"peer-{tag}"
     scratch.mkdir(parents=True, exist_ok=True)
     peer = PeerProcess(state["python"], package, scratch, log_path=ctx.workdir / f"peer-{tag}.log",
-                       threads=ctx.threads)
+                       threads=ctx.threads, spin=_peer_spin())
     try:
         return peer.start()
     except PeerUnavailable as exc:
@@ -429,8 +438,12 @@ LABELS = {"ganport": "ganport", "ganport-mb1": "ganport --max-batch 1", "triton"
 
 
 def _batch_counts(server: Any, kind: str, model: str) -> tuple[float, float]:
-    """(images, model calls) so far, from the server's metrics."""
-    text = server.metrics_text()
+    """(images, model calls) so far, from the server's metrics ((0, 0) when they cannot be read)."""
+    try:
+        text = server.metrics_text()
+    except Exception as exc:  # noqa: BLE001 - a missing metrics port costs the mean batch, not the run
+        logger.warning("cannot read %s metrics: %s", kind, exc)
+        return 0.0, 0.0
     if kind == "triton":
         labels = {"model": model}
         return (prometheus_value(text, "nv_inference_count", labels),
