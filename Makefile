@@ -8,7 +8,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 OUT ?= out/demo
 EDGE_PACKAGE := build/edge-package
 
-.PHONY: demo test test-full test-edge venv runtime-venv protos bench clean
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv clean
 
 ## Full environment: training, export, runtime, server, tests.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -47,9 +47,21 @@ test-edge: venv runtime-venv
 protos: venv
 	$(VENV)/bin/python scripts/gen_protos.py
 
-## Benchmarks (see benchmarks/README.md).
+## Benchmarks (see benchmarks/README.md). `bench` includes the Triton peer (`peer`), building
+## its venv on first use; when the peer cannot be built or started it says why and goes on.
 bench: venv
 	$(VENV)/bin/python -m benchmarks.run
+
+## ganport against a real Triton peer (PyTriton 0.7.0), side by side in one run.
+bench-peer: venv
+	$(VENV)/bin/python -m benchmarks.run --only peer
+
+## The Triton peer's environment: build/peer-venv from Debian's /usr/bin/python3.11 (PyTriton 0.7.0
+## fails under pyenv's 3.11.7) with benchmarks/peer-requirements.txt; cached (rebuilt when the
+## requirements change). PEER_PYTHON=... picks another base interpreter.
+PEER_PYTHON ?= /usr/bin/python3.11
+peer-venv: venv
+	$(VENV)/bin/python -m benchmarks.peer_env --python $(PEER_PYTHON)
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build out *.egg-info

@@ -6,9 +6,11 @@ settings, ``--only NAME ...`` for a subset. Each benchmark is one module with on
 ``benchmarks/results/<name>.json`` and prints the tables and the headline ratios.
 
 Modules: :mod:`.backends`, :mod:`.serving`, :mod:`.batching`, :mod:`.word`, :mod:`.training`,
-:mod:`.footprint`; shared pieces in :mod:`.common` (timing, percentiles, tables, machine info),
-:mod:`.models` (untrained model packages) and :mod:`.servers` (in-process and subprocess servers).
+:mod:`.footprint`, :mod:`.peer` (against a Triton peer); shared pieces in :mod:`.common` (timing,
+percentiles, tables, machine info), :mod:`.models` (untrained model packages), :mod:`.servers`
+(in-process and subprocess servers), :mod:`.load` (the multi-process load generator) and, for the
+peer, :mod:`.peer_env` (its venv) and ``peer_triton.py`` (its server, run in that venv).
 """
 
 #: The benchmarks in the order the runner executes them.
-BENCHMARK_NAMES = ("backends", "serving", "batching", "word", "training", "footprint")
+BENCHMARK_NAMES = ("backends", "serving", "batching", "word", "training", "footprint", "peer")

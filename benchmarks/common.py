@@ -378,10 +378,11 @@ def _git_state() -> dict[str, Any] | None:
 
 
 def triton_status() -> dict[str, Any]:
-    """What this machine offers for a Triton comparison (never a measured number).
+    """Where the Triton comparison lives (never a measured number in the benchmark that calls this).
 
-    Triton Inference Server ships as a container image (or a ``tritonserver`` build); this
-    records whether either could be found, and that the comparison was not run here.
+    Triton is measured side by side with ganport by the ``peer`` benchmark (PyTriton 0.7.0, which
+    bundles tritonserver, in ``build/peer-venv``; see :mod:`benchmarks.peer`). This records that, and
+    whether a standalone Triton (Docker engine, ``tritonserver`` binary or wheel) is on the machine.
     """
     docker = shutil.which("docker")
     engine = False
@@ -397,17 +398,15 @@ def triton_status() -> dict[str, Any]:
         wheel = importlib.util.find_spec("tritonserver") is not None
     except (ImportError, ValueError):
         wheel = False
-    runnable = bool(engine or tritonserver or wheel)
     return {
         "measured": False,
         "docker_cli": docker is not None, "docker_engine": engine,
         "tritonserver_binary": tritonserver is not None, "tritonserver_python_wheel": wheel,
-        "reason": ("Triton found but the comparison is not automated here; run it by hand" if runnable else
-                   "Triton cannot run on this machine: no Docker engine and no tritonserver binary or "
-                   "wheel; the comparison is left to a machine with Triton"),
-        "how": "`ganport export CKPT -o PKG --format onnx triton` writes a Triton model repository "
-               "(config.pbtxt with dynamic batching); serve it with tritonserver --model-repository "
-               "PKG/triton and load it with perf_analyzer or the same tritonclient calls",
+        "reason": "Triton is measured by the `peer` benchmark (PyTriton 0.7.0 serving the same model.onnx, "
+                  "`make bench-peer`), not here",
+        "how": "`python -m benchmarks.run --only peer`; or by hand: `ganport export CKPT -o PKG --format onnx "
+               "triton` writes a Triton model repository (config.pbtxt with dynamic batching) for a full "
+               "tritonserver (`tritonserver --model-repository PKG/triton`)",
     }
 
 

@@ -12,7 +12,7 @@ resident memory and start-up time per backend.
   for the ONNX backend (in the runtime venv too when there is one) and for ``--backend
   torchscript`` (the cost of importing torch).
 
-Triton is not measured here (see ``triton`` in the JSON).
+Triton is measured by the ``peer`` benchmark (:mod:`benchmarks.peer`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     result["headline"].append(headline("serve start -> SERVING, onnx backend", onnx["to_health_serving_s"], "s",
                                        detail=f"torchscript: {torchscript['to_health_serving_s']:.2f} s"))
     result["triton"] = triton_status()
-    result["notes"].append(f"Triton: not measured. {result['triton']['reason']}.")
+    result["notes"].append(f"Triton: {result['triton']['reason']}.")
     return result
 
 

@@ -9,6 +9,7 @@ it wrote; plus unit tests of the shared helpers.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -81,6 +82,68 @@ def test_word_result(quick_run):
         assert row["words_per_s"] > 0
     assert result["headline"] and result["headline"][0]["value"] > 0
     assert "headline figures" in stdout and "RenderWord" in stdout
+
+
+@pytest.fixture(scope="module")
+def peer_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``python -m benchmarks.run --quick --only peer`` with the Triton peer switched off: ganport's side."""
+    base = tmp_path_factory.mktemp("bench-peer")
+    out = base / "results"
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "peer", "--out", str(out),
+               "--workdir", str(base / "work")]
+    env = {**os.environ, "GANPORT_BENCH_PEER": "off"}
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, f"peer benchmark failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return out, proc.stdout
+
+
+def test_peer_benchmark_reports_ganport_without_the_peer(peer_run):
+    out, stdout = peer_run
+    result = _load(out, "peer")
+    assert result["peer"] == {"measured": False, "reason": "skipped (GANPORT_BENCH_PEER=off)"}
+    reason_lines = [line for line in stdout.splitlines() if "Triton peer not measured" in line]
+    assert reason_lines and all("GANPORT_BENCH_PEER=off" in line for line in reason_lines)
+    assert result["notes"][0] == "Triton peer not measured: skipped (GANPORT_BENCH_PEER=off)"
+    rows = result["rows"]
+    assert {r["server"] for r in rows} == {"ganport", "ganport-mb1"}  # no Triton row, nothing invented
+    assert {(r["load"], r["protocol"]) for r in rows if r["server"] == "ganport"} == {
+        (load, protocol) for load in ("many", "batch64", "sequential") for protocol in ("kserve", "native")}
+    for row in rows:
+        assert row["calls"] >= 1 and row["images_per_s"] > 0 and row["error_count"] == 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["mean_batch"] >= 1
+    batch64 = [r for r in rows if r["load"] == "batch64"]
+    assert batch64 and all(r["batch"] == 64 and r["mean_batch"] >= 32 for r in batch64)
+    assert result["startup"]["ganport"]["startup_s"] > 0 and result["startup"]["ganport"]["rss_mib"] > 0
+    assert "triton" not in result["startup"]
+    names = [item["name"] for item in result["headline"]]
+    assert any("cold start" in n for n in names) and any("native / KServe" in n for n in names)
+    triton = [item for item in result["headline"] if "ganport / Triton" in item["name"]]
+    assert triton and all(item["value"] is None and item["met"] is None for item in triton)
+
+
+def test_peer_env_reasons(tmp_path):
+    from benchmarks.peer_env import PeerUnavailable, ensure_peer_venv, peer_ready
+
+    requirements = tmp_path / "req.txt"
+    requirements.write_text("numpy\n")
+    assert not peer_ready(tmp_path / "venv", requirements)
+    with pytest.raises(PeerUnavailable, match="make peer-venv"):
+        ensure_peer_venv(tmp_path / "venv", requirements=requirements, build=False)
+    with pytest.raises(PeerUnavailable, match="no /nonexistent/python3.11"):
+        ensure_peer_venv(tmp_path / "venv", interpreter=Path("/nonexistent/python3.11"), requirements=requirements)
+
+
+def test_process_tree_includes_children():
+    from benchmarks.peer import process_tree
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert process_tree(os.getpid())[0] == os.getpid()
+        assert child.pid in process_tree(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_unknown_benchmark_is_refused():
