@@ -18,7 +18,6 @@ Python callers the same types without touching the default pool.
 from __future__ import annotations
 
 import logging
-import math
 import types
 from typing import Callable
 
@@ -28,21 +27,16 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from ganport import __version__
 from ganport.errors import InvalidInputError, ModelNotFoundError
-from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents, check_size
+from ganport.runtime.server import inference
+from ganport.runtime.server.inference import MODEL_VERSION
+from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_size
 from ganport.v1 import kserve_descriptor
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "inference.GRPCInferenceService"
-#: The only model version ganport serves; an empty version means the same.
-MODEL_VERSION = "1"
-_PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt2": "pytorch_pt2"}
-# Datatype -> little-endian numpy dtype for raw contents, and the typed-contents field to read.
-_DTYPES = {"FP32": ("<f4", "fp32_contents"), "INT64": ("<i8", "int64_contents"),
-           "INT32": ("<i4", "int_contents")}
-_ACCEPTED = {"z": ("FP32",), "label": ("INT64", "INT32")}
-# Largest non-batch dimension accepted in a tensor shape (latent sizes are far smaller).
-_MAX_INNER_DIM = 65536
+# Datatype -> the typed-contents field to read when no raw contents are given.
+_CONTENTS = {"FP32": "fp32_contents", "INT64": "int64_contents", "INT32": "int_contents"}
 
 
 def _build_pool() -> tuple[descriptor_pool.DescriptorPool, descriptor_pb2.FileDescriptorProto]:
@@ -95,7 +89,8 @@ kpb = messages  # short alias used below, mirroring the generated module's usual
 class KServeServicer:
     """Implements the KServe v2 inference service over the served models (``grpc.aio``).
 
-    Register it with :func:`ganport.runtime.server.rpc.add_service` and :data:`SERVICE`.
+    Register it with :func:`ganport.runtime.server.rpc.add_service` and :data:`SERVICE`. The
+    protocol logic lives in :mod:`.inference`; this class translates the gRPC messages.
 
     Args:
         models: the served models.
@@ -109,11 +104,7 @@ class KServeServicer:
         self.is_ready = is_ready
 
     def _model(self, name: str, version: str) -> ServedModel:
-        model = self.models.get_model(name)
-        if version not in ("", MODEL_VERSION):
-            raise ModelNotFoundError(f"model {name!r} has no version {version!r}; "
-                                     f"available: {MODEL_VERSION!r}")
-        return model
+        return inference.find_model(self.models, name, version)
 
     async def ServerLive(self, request, context):
         return kpb.ServerLiveResponse(live=True)
@@ -134,66 +125,23 @@ class KServeServicer:
         return kpb.ServerMetadataResponse(name="ganport", version=__version__, extensions=[])
 
     async def ModelMetadata(self, request, context):
-        model = self._model(request.name, request.version)
-        spec = model.info.io_spec()
+        meta = inference.model_metadata(self._model(request.name, request.version))
         tensor = kpb.ModelMetadataResponse.TensorMetadata
-
-        def describe(entries):
-            return [tensor(name=e["name"], datatype=e["dtype"].replace("float32", "FP32").replace("int64", "INT64"),
-                           shape=list(e["shape"])) for e in entries]
-
         return kpb.ModelMetadataResponse(
-            name=model.name, versions=[MODEL_VERSION], platform=_PLATFORMS.get(model.backend, model.backend),
-            inputs=describe(spec["inputs"]), outputs=describe(spec["outputs"]))
+            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
 
     async def ModelInfer(self, request, context):
         model = self._model(request.model_name, request.model_version)
-        for output in request.outputs:
-            if output.name != "image":
-                raise InvalidInputError(f"model {model.name!r} has no output {output.name!r}; "
-                                        f"its only output is 'image'")
-        tensors = self._read_inputs(request)
-        info = model.info
-        expected = {"z", "label"} if info.conditional else {"z"}
-        missing = sorted(expected - set(tensors))
-        if missing:
-            raise InvalidInputError(f"missing input(s) {', '.join(missing)}; model {model.name!r} "
-                                    f"takes {', '.join(sorted(expected))}")
-        extra = sorted(set(tensors) - expected)
-        if extra:
-            raise InvalidInputError(f"unexpected input(s) {', '.join(extra)}; model {model.name!r} "
-                                    f"takes {', '.join(sorted(expected))}")
-        z = check_latents(model, tensors["z"], self.limits.max_count)
-        labels = None
-        if info.conditional:
-            label = tensors["label"]
-            if label.ndim == 2 and label.shape[1] == 1:  # Triton models often declare [N, 1]
-                label = label[:, 0]
-            if label.shape != (len(z),):
-                raise InvalidInputError(f"input 'label' must have shape [{len(z)}] (one per row of z), "
-                                        f"got {list(label.shape)}")
-            labels = model.generator.resolve_labels(label.astype(np.int64), len(z))
-        images = np.ascontiguousarray(await model.run(z, labels, context), dtype="<f4")
+        inference.check_outputs(model, [output.name for output in request.outputs])
+        images = await inference.infer(model, self._read_inputs(request), self.limits, context)
         response = kpb.ModelInferResponse(
             model_name=model.name, model_version=MODEL_VERSION, id=request.id,
-            outputs=[kpb.ModelInferResponse.InferOutputTensor(name="image", datatype="FP32",
+            outputs=[kpb.ModelInferResponse.InferOutputTensor(name=inference.OUTPUT, datatype="FP32",
                                                                shape=list(images.shape))],
             raw_output_contents=[images.tobytes()])
         check_size(response, self.limits.max_send_bytes, "send fewer rows per request")
         return response
-
-    def _check_shape(self, name: str, dims) -> tuple[int, ...]:
-        """Bound every dimension before any arithmetic on them (no overflow, no huge products)."""
-        shape = tuple(int(v) for v in dims)
-        rank = 2 if name == "z" else (1, 2)
-        if len(shape) not in ((rank,) if isinstance(rank, int) else rank):
-            expected = "[N, latent_dim]" if name == "z" else "[N] or [N, 1]"
-            raise InvalidInputError(f"input {name!r} must have shape {expected}, got {list(shape)}")
-        limit = max(self.limits.max_count, _MAX_INNER_DIM)
-        if any(v < 1 or v > limit for v in shape):
-            raise InvalidInputError(f"input {name!r} has an invalid shape {list(shape)}: every dimension "
-                                    f"must be in 1..{limit} (batch size at most {self.limits.max_count})")
-        return shape
 
     def _read_inputs(self, request) -> dict[str, np.ndarray]:
         """Decode every input tensor of a ModelInferRequest (raw or typed contents)."""
@@ -206,26 +154,12 @@ class KServeServicer:
             name = tensor.name
             if name in tensors:
                 raise InvalidInputError(f"input {name!r} given twice")
-            if name not in _ACCEPTED:
-                raise InvalidInputError(f"unknown input {name!r}; inputs are 'z' and 'label'")
-            if tensor.datatype not in _ACCEPTED[name]:
-                raise InvalidInputError(f"input {name!r} must be {' or '.join(_ACCEPTED[name])}, "
-                                        f"got {tensor.datatype or '(none)'}")
-            shape = self._check_shape(name, tensor.shape)
-            dtype, field = _DTYPES[tensor.datatype]
-            count = math.prod(shape)
             if raw:
-                data = raw[index]
-                expected = count * np.dtype(dtype).itemsize
-                if len(data) != expected:
-                    raise InvalidInputError(f"input {name!r}: {len(data)} bytes of raw data, shape "
-                                            f"{list(shape)} {tensor.datatype} needs {expected}")
-                array = np.frombuffer(data, dtype=dtype)
+                tensors[name] = inference.tensor_from_bytes(name, tensor.datatype, tensor.shape, raw[index],
+                                                            self.limits)
             else:
-                values = getattr(tensor.contents, field)
-                if len(values) != count:
-                    raise InvalidInputError(f"input {name!r}: {len(values)} values in contents.{field}, "
-                                            f"shape {list(shape)} needs {count}")
-                array = np.asarray(values, dtype=dtype)
-            tensors[name] = array.reshape(shape)
+                inference.check_input(name, tensor.datatype, tensor.shape, self.limits)
+                values = getattr(tensor.contents, _CONTENTS[tensor.datatype])
+                tensors[name] = inference.tensor_from_values(name, tensor.datatype, tensor.shape, values,
+                                                             self.limits)
         return tensors
