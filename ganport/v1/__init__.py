@@ -87,8 +87,8 @@ def runtime_mismatch(exc: BaseException) -> GanportError | None:
             if match:
                 return GanportError(
                     f"grpcio {match['installed']} is installed, but the generated gRPC code in "
-                    f"{match['location']} needs grpcio>={match['needed']}",
-                    f"pip install '{GRPCIO_REQUIREMENT}'")
+                    f"{match['location']} ({_who(match['location'])}) needs grpcio>={match['needed']}",
+                    f"pip install 'grpcio>={match['needed']}'")
         if isinstance(error, ImportError) and (error.name or "").split(".")[0] in ("google", "grpc"):
             return GanportError(
                 f"cannot import the gRPC runtime ({_one_line(error)}); installed: protobuf "
@@ -98,23 +98,47 @@ def runtime_mismatch(exc: BaseException) -> GanportError | None:
     return None
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """``"6.33.6"`` -> ``(6, 33, 6)``; stops at the first part that is not a number."""
+    parts = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if not digits:
+            break
+        parts.append(int(digits.group()))
+        if digits.group() != part:
+            break
+    return tuple(parts)
+
+
+def _owner(location: str) -> str | None:
+    """The distribution whose generated code ``location`` (a .proto or _pb2_grpc.py path) is."""
+    return next((dist for prefix, dist in _OWNERS if location.startswith(prefix)), None)
+
+
+def _who(location: str) -> str:
+    """``"grpcio-health-checking 1.81.1"`` for ``location``'s owner, or a phrase when unknown."""
+    owner = _owner(location)
+    return f"{owner} {installed_version(owner)}" if owner else "an installed package"
+
+
 def _protobuf_mismatch(error: BaseException) -> GanportError:
     text = _one_line(error)
     match = _PROTOBUF_ERROR.search(text)
     runtime = match["runtime"] if match else installed_version("protobuf")
-    location = match["location"] if match else "?"
-    gen = match["gen"] if match else "?"
-    owner = next((dist for prefix, dist in _OWNERS if location.startswith(prefix)), None)
-    if owner is None or owner == "ganport":
-        what = "ganport's generated gRPC code" if owner else f"the generated code for {location} (gencode {gen})"
+    location, gen = (match["location"], match["gen"]) if match else ("?", "?")
+    owner = _owner(location)
+    fix = f"pip install '{PROTOBUF_REQUIREMENT}'"
+    if _version_tuple(runtime) < _version_tuple(PROTOBUF_FLOOR):
+        return GanportError(f"protobuf {runtime} is installed, but ganport needs {PROTOBUF_REQUIREMENT} "
+                            f"({location} was generated for protobuf {gen})", fix)
+    if owner in ("grpcio-health-checking", "grpcio-reflection"):
+        # A grpcio add-on built for a newer protobuf than the one installed, typically after another
+        # package (e.g. tritonclient, protobuf<7) downgraded protobuf: reinstall the add-ons for it.
         return GanportError(
-            f"protobuf {runtime} is installed, but {what} needs {PROTOBUF_REQUIREMENT} "
-            f"(protobuf says: {text})",
-            f"pip install '{PROTOBUF_REQUIREMENT}'")
-    # A grpcio add-on built for a newer protobuf than the one installed, typically after another
-    # package (e.g. tritonclient, protobuf<7) downgraded protobuf: reinstall the add-ons for it.
-    return GanportError(
-        f"protobuf {runtime} is installed, but {owner} {installed_version(owner)} was generated for "
-        f"protobuf>={gen} ({location}); another package probably changed protobuf after it was installed",
-        f"pip install 'protobuf=={runtime}' grpcio-health-checking grpcio-reflection, which picks the "
-        f"versions built for this protobuf, or pip install 'protobuf>={gen}' if nothing needs protobuf {runtime}")
+            f"protobuf {runtime} is installed, but {owner} {installed_version(owner)} was generated for "
+            f"protobuf>={gen} ({location}); another package probably changed protobuf after it was installed",
+            f"pip install 'protobuf=={runtime}' grpcio-health-checking grpcio-reflection, which picks the "
+            f"versions built for this protobuf, or pip install 'protobuf>={gen}' if nothing needs protobuf {runtime}")
+    return GanportError(f"protobuf {runtime} cannot load the generated code of {_who(location)} ({location}, gencode "
+                        f"{gen}); ganport needs {PROTOBUF_REQUIREMENT} (protobuf says: {text})", fix)
