@@ -6,6 +6,8 @@ package index, as a user would type it. The test asserts that pip resolved the n
 ganport's protobuf/grpcio ranges) with no broken requirement, then serves a tiny exported model with
 ``ganport serve`` from that environment and talks to it from the same environment: the standard
 health check says SERVING, and ``tritonclient.grpc`` gets server/model metadata and an inference.
+Last, a protobuf older than the stubs' floor is forced in, and ``ganport serve`` must say so in one
+``error:`` line.
 The client process also imports ganport's server and runs one in-process next to
 ``tritonclient.grpc``: both register ``inference.*`` messages, and ganport keeps its own in a
 private descriptor pool so they do not clash.
@@ -177,3 +179,11 @@ def test_latest_tritonclient_installs_next_to_ganport_and_the_server_starts(mode
     assert proc.returncode == 0, "".join(lines)
     versions = {name: installed.get(name) for name in ("protobuf", "grpcio", "grpcio-health-checking")}
     print(f"tritonclient {installed['tritonclient']} with {versions}")
+
+    # A protobuf older than the stubs' floor, really installed: one error line, no traceback.
+    _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "protobuf==5.29.5"])
+    broken = subprocess.run([str(ganport), "serve", str(models_dir), "--port", "0"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr, broken.stderr
+    [line] = broken.stderr.strip().splitlines()
+    assert line.startswith("error: protobuf 5.29.5 is installed, but ganport needs protobuf>=6.30"), line
