@@ -19,8 +19,9 @@ from an older generator load on newer runtimes, never the reverse, so the genera
 the floor of ganport's ``protobuf``/``grpcio`` requirements. grpcio-tools 1.72.1 bundles protoc 30
 (protobuf Python gencode 6.30.0): its stubs load on protobuf 6.30 through 7.x and grpcio 1.72.1 and
 later, which lets ganport share an environment with ``tritonclient`` (protobuf<7 as of 2.73).
-Gencode from protobuf 5.x would warn on every 6.x runtime (one major version older), so 6.30.0 is
-the lowest gencode that is clean everywhere.
+Gencode from protobuf 5.x warns on protobuf 6.30-6.32 ("exactly one major version older") and is
+outside protobuf's support window on 7.x, so 6.30.0 is the lowest gencode that is clean on every
+runtime from 6.30 through 7.x.
 
 The pinned grpcio-tools is used from the running interpreter when it is exactly that version;
 otherwise it is installed once (``pip install --no-deps --target``, from the package index) into a
