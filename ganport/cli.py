@@ -50,12 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _environment_error(exc: BaseException) -> str | None:
+    """One line for an install problem behind ``exc`` (a missing extra, a protobuf/grpcio version
+    that the generated gRPC code cannot run on), or None if ``exc`` is not one."""
+    from ganport.v1 import runtime_mismatch
+
+    if isinstance(exc, ModuleNotFoundError):
+        extra = {"torch": "train", "onnx": "export", "onnxruntime": "cpu", "matplotlib": "train"}
+        name = (exc.name or "").split(".")[0]
+        if name in extra:
+            return (f"this command needs the Python package {name!r}, which is not installed "
+                    f"(pip install 'ganport[{extra[name]}]')")
+    mismatch = runtime_mismatch(exc)
+    return str(mismatch) if mismatch is not None else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
-    Errors a user can cause print one line, ``error: ...``, and exit with 2.
+    Errors a user can cause print one line, ``error: ...``, and exit with 2. So do broken
+    installs: a missing extra, or a protobuf/grpcio that ganport's generated stubs (or
+    grpcio-health-checking's) refuse at import (see :func:`ganport.v1.runtime_mismatch`).
     """
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except Exception as exc:  # a command module that imports generated code at module level
+        message = _environment_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -71,14 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except ModuleNotFoundError as exc:
-        extra = {"torch": "train", "onnx": "export", "onnxruntime": "cpu", "matplotlib": "train"}
-        name = (exc.name or "").split(".")[0]
-        if name in extra:
-            print(f"error: this command needs the Python package {name!r}, which is not installed "
-                  f"(pip install 'ganport[{extra[name]}]')", file=sys.stderr)
-            return 2
-        raise
+    except Exception as exc:
+        message = _environment_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
