@@ -24,7 +24,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every runtime command: the package and where to run it."""
     parser.add_argument("package", help="model package directory, or a single .onnx/.ts/.pt2 file")
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
-    parser.add_argument("--backend", choices=("onnx", "torchscript", "pt2"), default=None,
+    from ganport.runtime.backends import BACKENDS  # the one table of backends (numpy-only import)
+
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                         help="inference backend (default: onnx for a package, the file's format for a file)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for inference")

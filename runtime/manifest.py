@@ -28,11 +28,13 @@ METADATA_FILE = "ganport.json"
 MANIFEST_FORMAT = "ganport.model"
 MANIFEST_VERSION = 1
 
-#: Kinds whose generator takes a ``label`` input.
-CONDITIONAL_KINDS = frozenset({"cgan", "cdcgan"})
-#: Kinds that also export an encoder (images -> latents).
-ENCODER_KINDS = frozenset({"aae"})
+#: Every model kind, in help order. This module is the one home of the kind tables (it is
+#: torch-free, so the trainer, export, runtime and server all import them from here).
 KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
+#: Kinds whose generator takes a ``label`` input (a tuple: its order is stable in messages).
+CONDITIONAL_KINDS = ("cgan", "cdcgan")
+#: Kinds that also export an encoder (images -> latents).
+ENCODER_KINDS = ("aae",)
 
 
 @dataclass

@@ -78,8 +78,9 @@ from ganport.trainer.ema import EMA
 from ganport.trainer.loader import make_loader
 from ganport.trainer.losses import (aae_regularised_loss, auxiliary_class_loss, discriminator_loss,
                                     get_loss)
-from ganport.trainer.models import CONDITIONAL_KINDS, build_networks
+from ganport.trainer.models import build_networks
 from ganport.runtime.images import make_grid, to_uint8
+from ganport.runtime.manifest import CONDITIONAL_KINDS
 from ganport.trainer.plots import save_loss_curve, save_sample_grid
 from ganport.trainer.tb import TensorBoardLogger
 
