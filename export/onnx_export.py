@@ -157,7 +157,7 @@ def save_onnx(model: onnx.ModelProto, path: Path, metadata: Mapping[str, str]) -
                             all_tensors_to_one_file=True, location=f"{path.name}.data")
             onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{path.name} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"{path.name} fails onnx.checker: {str(exc).splitlines()[0]}") from exc
 
 
 def load_onnx(path: Path) -> tuple[Callable[[list], Any], dict[str, str]]:

@@ -184,7 +184,7 @@ def _check_destination(out_dir: Path, overwrite: bool) -> None:
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ExportError(f"cannot create {out_dir.parent}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot create {out_dir.parent}: {exc.strerror or exc}") from exc
     if not os.access(out_dir.parent, os.W_OK | os.X_OK):
         raise ExportError(f"{out_dir.parent} is not writable", hint="choose another -o")
 
@@ -194,7 +194,7 @@ def _make_staging(out_dir: Path) -> Path:
     try:
         return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     except OSError as exc:
-        raise ExportError(f"cannot write in {out_dir.parent}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot write in {out_dir.parent}: {exc.strerror or exc}") from exc
 
 
 def _fsync_tree(root: Path) -> None:
@@ -224,7 +224,7 @@ def _commit(staging: Path, out_dir: Path) -> None:
     except OSError as exc:
         if old is not None:
             os.replace(old, out_dir)
-        raise ExportError(f"cannot move the package to {out_dir}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot move the package to {out_dir}: {exc.strerror or exc}") from exc
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     staging_mode = 0o777 & ~_umask()

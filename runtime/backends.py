@@ -120,10 +120,10 @@ class Backend:
 def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
         raise BackendUnavailableError(
             "backend 'onnx' needs onnxruntime, which is not installed",
-            hint="pip install 'ganport[cpu]' (or 'ganport[gpu]' for CUDA)") from None
+            hint="pip install 'ganport[cpu]' (or 'ganport[gpu]' for CUDA)") from exc
     return onnxruntime
 
 
@@ -172,8 +172,8 @@ class OnnxBackend(Backend):
                 raise BackendUnavailableError(f"device {device!r} requested but onnxruntime could not start "
                                               f"CUDA for {path.name}: {exc}",
                                               hint="check the GPU driver and CUDA/cuDNN libraries, or use "
-                                                   "device='cpu'") from None
-            raise PackageError(f"cannot load ONNX model {path}: {exc}") from None
+                                                   "device='cpu'") from exc
+            raise PackageError(f"cannot load ONNX model {path}: {exc}") from exc
         self.providers = list(self.session.get_providers())
         if kind == "cuda" and (not self.providers or self.providers[0] != "CUDAExecutionProvider"):
             raise BackendUnavailableError(
@@ -217,10 +217,10 @@ def _import_torch(backend: str) -> Any:
     try:
         # importlib keeps torch visibly out of this module's imports: the edge install has none.
         torch = importlib.import_module("torch")
-    except ImportError:
+    except ImportError as exc:
         raise BackendUnavailableError(
             f"backend {backend!r} needs PyTorch, which is not installed",
-            hint="use backend='onnx' (no torch needed), or pip install torch") from None
+            hint="use backend='onnx' (no torch needed), or pip install torch") from exc
     return torch
 
 
@@ -281,7 +281,7 @@ class TorchModuleBackend(Backend):
         except BackendUnavailableError:
             raise
         except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for bad files
-            raise PackageError(f"cannot load {self.name} model {path}: {exc}") from None
+            raise PackageError(f"cannot load {self.name} model {path}: {exc}") from exc
         self._metadata = _decode_extra_files(extra)
         logger.info("loaded %s with torch %s on %s", path, self.torch.__version__, self.device)
 

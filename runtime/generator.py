@@ -260,9 +260,9 @@ class Generator:
         else:
             try:
                 items = list(labels)
-            except TypeError:
+            except TypeError as exc:
                 raise InvalidInputError(f"labels must be a class index, a class name or a sequence of them, "
-                                        f"got {type(labels).__name__}") from None
+                                        f"got {type(labels).__name__}") from exc
             resolved = np.array([self._label_index(item) for item in items], dtype=np.int64)
         if resolved.size == 1:
             return np.full(n, resolved[0], dtype=np.int64)
@@ -308,7 +308,7 @@ class Generator:
         try:
             array = np.asarray(z)
         except (ValueError, TypeError) as exc:
-            raise InvalidInputError(f"{name} must be a numeric array [N, {latent_dim}]: {exc}") from None
+            raise InvalidInputError(f"{name} must be a numeric array [N, {latent_dim}]: {exc}") from exc
         if array.dtype.kind not in "fiu":
             raise InvalidInputError(f"{name} must be a float array [N, {latent_dim}], got dtype {array.dtype}")
         if array.ndim != 2 or array.shape[1] != latent_dim:

@@ -156,7 +156,7 @@ class ModelInfo:
             info.image_shape = [int(v) for v in info.image_shape]
             info.class_names = [str(c) for c in info.class_names]
         except (TypeError, ValueError) as exc:
-            raise PackageError(f"{source} has a malformed field: {exc}") from None
+            raise PackageError(f"{source} has a malformed field: {exc}") from exc
         if len(info.image_shape) != 3:
             raise PackageError(f"{source} image_shape must be [C, H, W], got {info.image_shape}")
         if info.conditional and info.n_classes != len(info.class_names):
@@ -200,7 +200,7 @@ def read_manifest(directory: str | Path) -> ModelInfo:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise PackageError(f"{path} is not valid JSON: {exc}") from None
+        raise PackageError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PackageError(f"{path} must hold a JSON object")
     return ModelInfo.from_dict(data, source=str(path))

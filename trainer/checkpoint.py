@@ -128,7 +128,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         reason = reason.split(". ")[0]  # torch appends paragraphs of advice
         raise CheckpointError(f"{path} is not a readable ganport checkpoint ({reason[:160]})",
-                              hint="the file may be truncated or not written by ganport") from None
+                              hint="the file may be truncated or not written by ganport") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ganport checkpoint",
                               hint="pass a .pt file written by `ganport train`")

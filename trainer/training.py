@@ -157,7 +157,7 @@ def _load_resume(config: TrainConfig) -> dict[str, Any]:
     try:
         conflicts = config.conflicts_with(saved)
     except InvalidInputError as exc:
-        raise CheckpointError(f"{config.resume}: its training config is unreadable ({exc})") from None
+        raise CheckpointError(f"{config.resume}: its training config is unreadable ({exc})") from exc
     if conflicts:
         details = ", ".join(f"{name}={getattr(config, name)!r} (checkpoint: {saved.get(name)!r})"
                             for name in conflicts)
@@ -251,7 +251,7 @@ class _Trainer:
                 self.scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             reason = str(exc).splitlines()[0][:200]
-            raise CheckpointError(f"{self.config.resume} does not fit this model: {reason}") from None
+            raise CheckpointError(f"{self.config.resume} does not fit this model: {reason}") from exc
         self.step = int(ckpt["step"])
         if self.step >= self.total_steps:
             raise InvalidInputError(
