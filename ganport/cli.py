@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GanportError as exc:
         _print_error(exc, args.verbose)
         return 2
+    except MemoryError:
+        # Limits stop the known cases before any work; this is the backstop for the rest.
+        print("error: out of memory (ask for fewer or smaller outputs)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
