@@ -91,14 +91,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _describe_difference(field: str, claimed: Any, found: Any) -> str:
+def _describe_difference(claimed: Any, found: Any, claims: str) -> str:
     """``class_names`` differ -> the first differing entry, not two lists of 62 names."""
-    if field == "class_names" and isinstance(claimed, list) and isinstance(found, list):
+    if isinstance(claimed, list) and isinstance(found, list):
         if len(claimed) != len(found):
-            return f"{len(claimed)} class names vs {len(found)}"
+            return f"{len(claimed)} class names in {claims} but {len(found)} in the model's own metadata"
         index = next(i for i, (a, b) in enumerate(zip(claimed, found)) if a != b)
-        return f"class {index} is {claimed[index]!r} vs {found[index]!r}"
-    return f"{claimed!r} vs {found!r}"
+        return f"class {index} is {claimed[index]!r} in {claims} but {found[index]!r} in the model's own metadata"
+    return f"{claimed!r} in {claims} but {found!r} in the model's own metadata"
 
 
 def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
@@ -144,11 +144,10 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
             for field_name in COMPARED_FIELDS:
                 claimed, actual = getattr(info, field_name), getattr(found, field_name)
                 if claimed != actual:
+                    if field_name == "class_names":
+                        raise _mismatch(backend, "class_names differ: " + _describe_difference(claimed, actual, claims))
                     raise _mismatch(backend, f"{field_name} is {claimed!r} in {claims} but {actual!r} in the "
-                                             f"model's own metadata"
-                                    if field_name != "class_names" else
-                                    f"class_names differ between {claims} and the model's own metadata "
-                                    f"({_describe_difference(field_name, claimed, actual)})")
+                                             f"model's own metadata")
 
 
 def _check_shape(backend: Backend, info: ModelInfo, declared: TensorSpec, wanted: list[int], kind: str,
