@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ganport.errors import BackendUnavailableError, InvalidInputError, PackageError
+from ganport.quiet import quiet_loggers
 from ganport.runtime.manifest import METADATA_FILE, ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -297,6 +298,10 @@ def _decode_extra_files(extra: Mapping[str, Any]) -> dict[str, str]:
     return text
 
 
+#: torch loggers that report load failures the exception repeats.
+_TORCH_LOAD_LOGGERS = ("torch.export", "torch._export", "torch.jit", "torch.serialization")
+
+
 class TorchModuleBackend(Backend):
     """Shared call path of the TorchScript and pt2 backends."""
 
@@ -311,8 +316,10 @@ class TorchModuleBackend(Backend):
             self.torch.set_num_threads(int(threads))
         extra = {key: "" for key in (*_METADATA_KEYS, METADATA_FILE)}
         try:
-            with warnings.catch_warnings():
-                # torch.jit.* warns that it is deprecated in favour of torch.export: not the user's concern.
+            # torch.jit.* warns that it is deprecated in favour of torch.export, and torch.export.load
+            # logs a traceback of a corrupt file before it raises: not the user's concern (the error
+            # below says what is wrong in one line).
+            with warnings.catch_warnings(), quiet_loggers(_TORCH_LOAD_LOGGERS, logging.CRITICAL):
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 self.module = self._load(extra)

@@ -69,6 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganport.atomic import clean_debris
 from ganport.errors import CheckpointError, InvalidInputError
 from ganport.trainer import distributed
 from ganport.trainer.checkpoint import (capture_rng_state, load_checkpoint, network_entry,
@@ -319,6 +320,9 @@ class _Trainer:
             return
         self.sample_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        # Temp files of checkpoint writes a kill -9 interrupted (.step_N.pt.<host>-<pid>.XXXX.tmp):
+        # removed when their writer is gone (ganport.atomic.clean_debris says what is stale).
+        clean_debris(self.ckpt_dir, kinds=("tmp",))
         (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         self._records = self._read_metrics(upto=self.step)
 
