@@ -317,3 +317,59 @@ def test_kinds_and_backends_are_defined_once():
                            "ENCODER_KINDS": ["runtime/manifest.py"], "BACKENDS": ["runtime/backends.py"]}
     assert literals == [], literals
     assert tuple(backends.BACKENDS) == ("onnx", "torchscript", "pt2")
+
+
+# -------------------------------------------------- item 9: no third-party noise before the error
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert done.stdout == "", done.stdout
+    return lines[0]
+
+
+def test_unsupported_opset_is_one_line_naming_the_lowest_that_works(tiny_checkpoint, tmp_path):
+    # The DCGAN's Unflatten needs opset 13; asked for 11, both exporters fail and print plenty.
+    out = tmp_path / "pkg"
+    done = subprocess.run([sys.executable, "-m", "ganport", "export", str(tiny_checkpoint("dcgan")), "-o", str(out),
+                           "--format", "onnx", "--opset", "11"], capture_output=True, text=True, timeout=300)
+    line = _one_error_line(done)
+    assert "cannot export the generator to ONNX opset 11" in line
+    assert "the lowest opset that works for this model is 13 (pass --opset 13" in line
+    assert not out.exists() and not list(tmp_path.glob(".pkg.*"))
+
+
+def test_corrupt_pt2_is_one_line(tmp_path):
+    package = helpers.build_package(tmp_path / "pkg", kind="gan", image_shape=(1, 8, 8), latent_dim=4,
+                                    formats=("pt2",))
+    good = (package / "model.pt2").read_bytes()
+    for name, content in (("truncated", good[:3000]), ("garbage", b"not a zip archive\n" * 10)):
+        (package / "model.pt2").write_bytes(content)
+        done = subprocess.run([sys.executable, "-m", "ganport", "generate", str(package), "--backend", "pt2",
+                               "-o", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
+        line = _one_error_line(done)
+        assert line.startswith(f"error: cannot load pt2 model {package / 'model.pt2'}"), name
+
+
+def test_captured_output_takes_python_and_c_level_output(capfd):
+    import ctypes
+    import logging
+    import os
+
+    from ganport.quiet import captured_output
+
+    with captured_output("demo", loggers=("demo.chatty",)) as captured:
+        print("from python")
+        os.write(1, b"from fd 1\n")
+        os.write(2, b"from fd 2\n")
+        ctypes.CDLL(None).printf(b"from C printf\n")  # buffered by libc: flushed into the capture
+        warnings.warn("a library warning", FutureWarning)
+        logging.getLogger("demo.chatty").warning("chatty library log")
+    assert "from python" in captured.text and "from fd 1" in captured.text and "from fd 2" in captured.text
+    assert "from C printf" in captured.text
+    assert captured.warnings == ["FutureWarning: a library warning"]
+    outside = capfd.readouterr()
+    assert outside.out == "" and "from" not in outside.err and "chatty" not in outside.err
+    print("after")  # the streams are restored
+    assert capfd.readouterr().out == "after\n"
