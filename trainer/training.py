@@ -71,6 +71,7 @@ from torch import nn
 
 from ganport.atomic import clean_debris
 from ganport.errors import CheckpointError, InvalidInputError
+from ganport.progress import progress_bar
 from ganport.trainer import distributed
 from ganport.trainer.checkpoint import (capture_rng_state, load_checkpoint, network_entry,
                                         restore_rng_state, save_checkpoint)
@@ -623,14 +624,13 @@ class _Trainer:
                            self._records[-1] if self._records else {}, cfg)
 
     def _loop(self, step_fn: Any) -> None:
-        from tqdm import tqdm
-
         cfg = self.config
         for model in self.models.values():
             model.train()
         n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main,
-                   dynamic_ncols=True, mininterval=0.5, file=sys.stderr, unit="step")
+        # A live bar on a terminal; redirected (a log file, a sweep worker), one line per log interval.
+        bar = progress_bar(self.total_steps, initial=self.step, enabled=self.ctx.is_main, file=sys.stderr,
+                           unit="step", every=cfg.log_every)
         window: list[dict[str, torch.Tensor]] = []
         window_images, window_start = 0, time.perf_counter()
         display_every = max(1, min(10, cfg.log_every))
@@ -638,7 +638,7 @@ class _Trainer:
             while self.step < self.total_steps and not self._should_stop():
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start_batch)
-                bar.set_description(f"epoch {epoch + 1}/{n_epochs}", refresh=False)
+                bar.set_description(f"epoch {epoch + 1}/{n_epochs}")
                 for batch_index, (images, labels) in enumerate(self.loader, start=start_batch):
                     step_start = time.perf_counter()
                     images = images.to(self.device, non_blocking=True)
@@ -647,12 +647,13 @@ class _Trainer:
                     window_images += images.shape[0]
                     self.step += 1
                     self.elapsed += time.perf_counter() - step_start
-                    bar.update(1)
+                    postfix: dict[str, str] = {}
                     if self.step % display_every == 0 or self.step % cfg.log_every == 0:
                         latest = {k: float(v) for k, v in window[-1].items()
                                   if k in ("d_loss", "g_loss", "recon_loss")}
-                        bar.set_postfix(batch=f"{batch_index + 1}/{self.steps_per_epoch}",
-                                        **{k: f"{v:.3f}" for k, v in latest.items()})
+                        postfix = {"batch": f"{batch_index + 1}/{self.steps_per_epoch}",
+                                   **{k: f"{v:.3f}" for k, v in latest.items()}}
+                    bar.update(1, **postfix)
                     done = self.step >= self.total_steps
                     eval_due = bool(cfg.eval_every) and self.step % (cfg.eval_every * self.steps_per_epoch) == 0
                     if self.step % cfg.log_every == 0 or done or eval_due:
