@@ -167,14 +167,23 @@ def _check_shape(backend: Backend, info: ModelInfo, declared: TensorSpec, wanted
 
 
 def probe_artifacts(info: ModelInfo, model: Backend, encoder: Backend | None, claims: str) -> None:
-    """One tiny call (batch <= 2) per artifact: the inputs the manifest describes must run.
+    """One tiny call (batch <= 2) per artifact where declared shapes cannot tell everything.
 
-    Catches what no declared shape shows: TorchScript/pt2 models (no declared shapes), and a class
-    count larger than the model's label embedding (label ``n_classes - 1`` is tried).
+    Catches what no declared shape shows: the shapes of TorchScript/pt2 models (they declare none),
+    a class count larger than the model's label embedding (labels ``0`` and ``n_classes - 1`` are
+    tried), and an AAE encoder that does not take the package's images. An unconditional ONNX
+    generator is not called: its declared shapes were checked already.
 
     Raises:
         PackageError: naming the manifest field whose value the model rejects.
     """
+    if info.conditional or model.signature() is None:
+        _probe_generator(info, model, claims)
+    if encoder is not None:
+        _probe_encoder(info, encoder, claims)
+
+
+def _probe_generator(info: ModelInfo, model: Backend, claims: str) -> None:
     d = info.latent_dim
     feeds: dict[str, np.ndarray] = {"z": np.zeros((1, d), np.float32)}
     labels = [0]
@@ -199,8 +208,10 @@ def probe_artifacts(info: ModelInfo, model: Backend, encoder: Backend | None, cl
     if tuple(output.shape) != want:
         raise _mismatch(model, f"image_shape is {info.image_shape} in {claims} but the model returns images of "
                                f"shape {list(output.shape[1:])}")
-    if encoder is None:
-        return
+
+
+def _probe_encoder(info: ModelInfo, encoder: Backend, claims: str) -> None:
+    d = info.latent_dim
     try:
         latents = encoder({"image": np.zeros((1, *info.image_shape), np.float32)})
     except Exception as exc:

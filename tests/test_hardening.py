@@ -373,3 +373,14 @@ def test_captured_output_takes_python_and_c_level_output(capfd):
     assert outside.out == "" and "from" not in outside.err and "chatty" not in outside.err
     print("after")  # the streams are restored
     assert capfd.readouterr().out == "after\n"
+
+
+def test_a_model_that_fails_only_at_run_time_still_loads(tmp_path):
+    # The server's tests rely on a package that loads and then fails inside onnxruntime (a graph
+    # that runs only at batch size 3): unconditional ONNX generators are checked by their declared
+    # shapes, not called at load.
+    import server_helpers
+
+    package = server_helpers.build_failing_package(tmp_path / "broken")
+    gen = Generator.load(package)
+    assert gen.run(gen.sample_latents(3, seed=0)).shape == (3, 1, 2, 4)
