@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     # -v also works after the sub-command (``ganport generate PKG -v``); SUPPRESS keeps the
     # top-level count when it is not given there.
     for sub in subparsers.choices.values():
-        sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                         help="more log output (-v info and the cause of an error, -vv debug and its traceback)")
+        flags = [flag for flag in ("-v", "--verbose") if flag not in sub._option_string_actions]
+        if flags:  # a sub-command may define its own
+            sub.add_argument(*flags, dest="verbose", action="count", default=argparse.SUPPRESS,
+                             help="more log output (-v info and the cause of an error, -vv debug and its traceback)")
     return parser
 
 
