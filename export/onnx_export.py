@@ -4,7 +4,14 @@ The exporter the installed torch prefers is tried first (the dynamo exporter on 
 which needs onnxscript); if it fails on a graph, the other one (the legacy TorchScript-based
 exporter with ``dynamic_axes``) is tried, and the one used is recorded per artifact and in the
 metadata. Once one exporter has worked in a package it is tried first for the remaining graphs,
-and the first graph's opset is used for all of them, so a package is consistent.
+and the first graph's opset is used for all of them, so a package is consistent. Below opset 18
+the legacy exporter goes first (it writes the opset asked for; the dynamo exporter writes 18 and
+converts down slowly, often not at all).
+
+Everything the exporters print (the legacy exporter dumps the whole TorchScript IR graph when an
+operator is unsupported) is captured and logged at DEBUG. When an explicit ``--opset`` fails with
+every exporter, the neighbouring opsets are tried (legacy exporter first, a fraction of a second
+each) and the error names the lowest one that works for this model.
 
 ``model.fp16.onnx`` is the generator converted to half precision inside a wrapper that casts the
 float32 inputs to half and the image back to float32, so callers feed and get float32 as with
