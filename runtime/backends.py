@@ -326,7 +326,11 @@ class TorchModuleBackend(Backend):
         except BackendUnavailableError:
             raise
         except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for bad files
-            raise PackageError(f"cannot load {self.name} model {path}: {exc}") from exc
+            # torch appends paragraphs of advice ("This is an internal miniz error. If you are..."):
+            # the first sentence of the first line says what is wrong.
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:300]
+            raise PackageError(f"cannot load {self.name} model {path}: {reason}",
+                               hint="the file is damaged or not a model; re-export the package") from exc
         self._metadata = _decode_extra_files(extra)
         logger.info("loaded %s with torch %s on %s", path, self.torch.__version__, self.device)
 
