@@ -77,9 +77,6 @@ def interpolate_latents(z0: np.ndarray, z1: np.ndarray, steps: int, mode: str = 
 
 # ----------------------------------------------------------------------------- load-time checks
 
-#: Fields that define what a model computes; the manifest and the artifact's metadata must agree
-#: on each (name, files, dates and versions may differ: a package can be renamed or re-exported).
-COMPARED_FIELDS = ("kind", "latent_dim", "n_classes", "class_names", "image_shape", "value_range")
 _REEXPORT = "re-export the model with `ganport export`, or correct the manifest"
 
 
@@ -110,7 +107,8 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
         backend: the loaded artifact.
         role: ``generator`` or ``encoder``.
         claims: where ``info`` came from, for messages.
-        compare_metadata: also compare :data:`COMPARED_FIELDS` with the artifact's embedded ganport
+        compare_metadata: also compare the fields of
+            :data:`~ganport.runtime.manifest.MODEL_FIELDS` with the artifact's embedded ganport
             metadata (when it carries any).
 
     Raises:
@@ -141,13 +139,11 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
         metadata = backend.metadata()
         if "kind" in metadata:
             found = ModelInfo.from_metadata(metadata, source=str(backend.path))
-            for field_name in COMPARED_FIELDS:
-                claimed, actual = getattr(info, field_name), getattr(found, field_name)
-                if claimed != actual:
-                    if field_name == "class_names":
-                        raise _mismatch(backend, "class_names differ: " + _describe_difference(claimed, actual, claims))
-                    raise _mismatch(backend, f"{field_name} is {claimed!r} in {claims} but {actual!r} in the "
-                                             f"model's own metadata")
+            for field_name, claimed, actual in info.differences(found)[:1]:
+                if field_name == "class_names":
+                    raise _mismatch(backend, "class_names differ: " + _describe_difference(claimed, actual, claims))
+                raise _mismatch(backend, f"{field_name} is {claimed!r} in {claims} but {actual!r} in the "
+                                         f"model's own metadata")
 
 
 def _check_shape(backend: Backend, info: ModelInfo, declared: TensorSpec, wanted: list[int], kind: str,

@@ -35,6 +35,10 @@ KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
 CONDITIONAL_KINDS = ("cgan", "cdcgan")
 #: Kinds that also export an encoder (images -> latents).
 ENCODER_KINDS = ("aae",)
+#: Fields that define what a model computes: a package's manifest and the metadata embedded in
+#: its artifacts must agree on each (name, files, dates and versions may differ: a package can be
+#: renamed, and the manifest lists files the artifacts cannot know of).
+MODEL_FIELDS = ("kind", "latent_dim", "n_classes", "class_names", "image_shape", "value_range")
 
 
 @dataclass
@@ -111,6 +115,17 @@ class ModelInfo:
             spec["encoder_inputs"] = [{"name": "image", "dtype": "float32", "shape": [-1, *self.image_shape]}]
             spec["encoder_outputs"] = [{"name": "z", "dtype": "float32", "shape": [-1, self.latent_dim]}]
         return spec
+
+    def differences(self, other: "ModelInfo", fields: tuple[str, ...] = MODEL_FIELDS) -> list[tuple[str, Any, Any]]:
+        """``(field, self's value, other's value)`` for each of ``fields`` where the two differ.
+
+        Example:
+            >>> a = ModelInfo("m", "gan", 100, 0, [], [1, 28, 28])
+            >>> a.differences(ModelInfo("m", "gan", 64, 0, [], [1, 28, 28]))
+            [('latent_dim', 100, 64)]
+        """
+        return [(name, getattr(self, name), getattr(other, name)) for name in fields
+                if getattr(self, name) != getattr(other, name)]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict, including the derived input/output spec."""
