@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ganport.errors import InvalidInputError, ModelNotFoundError
+from ganport.runtime.manifest import triton_dims
 from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents
 
 #: The only model version ganport serves; an empty version means the same.
@@ -48,23 +49,6 @@ OUTPUT = "image"
 _MAX_INNER_DIM = 65536
 _NUMPY_TO_PROTOCOL = {"float32": "FP32", "int64": "INT64"}
 _NUMPY_TO_TRITON = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
-
-
-def triton_dims(shape: Sequence[int]) -> tuple[list[int], Optional[list[int]]]:
-    """Triton's ``(dims, reshape)`` for a tensor of ``shape`` (batch axis first, ``-1``).
-
-    Triton leaves the batch axis implicit and needs non-empty dims, so a ``[N]`` tensor (the
-    label) is declared ``dims: [1]`` with ``reshape: { shape: [] }``: clients send ``[N, 1]``
-    and the model receives ``[N]``. Other tensors keep their dims and need no reshape.
-
-    Example:
-        >>> triton_dims([-1]), triton_dims([-1, 8])
-        (([1], []), ([8], None))
-    """
-    dims = [int(d) for d in shape[1:]]
-    if not dims:
-        return [1], []
-    return dims, None
 
 
 def client_shape(shape: Sequence[int]) -> list[int]:
