@@ -490,3 +490,83 @@ def test_every_call_needs_the_token(models_dir, gens):
     finally:
         client.close()
         server.stop(grace=1)
+
+
+# ------------------------------------------------------------- fields tritonclient cannot set
+
+@pytest.fixture(scope="module")
+def kstub(server):
+    import grpc
+
+    from ganport.runtime.server.kserve import KServeStub
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield KServeStub(channel)
+
+
+def _stub_code(call, request) -> tuple[str, str]:
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=TIMEOUT)
+    return info.value.code().name, info.value.details() or ""
+
+
+def test_new_calls_bad_input_through_the_raw_stub(kstub):
+    from ganport.runtime.server.kserve import messages as kpb
+
+    cases = [
+        (kstub.ModelConfig, kpb.ModelConfigRequest(name="nope"), "NOT_FOUND"),
+        (kstub.ModelConfig, kpb.ModelConfigRequest(name="glyphs", version="2"), "NOT_FOUND"),
+        (kstub.ModelConfig, kpb.ModelConfigRequest(), "NOT_FOUND"),
+        (kstub.ModelStatistics, kpb.ModelStatisticsRequest(name="glyphs", version="7"), "NOT_FOUND"),
+        (kstub.RepositoryIndex, kpb.RepositoryIndexRequest(repository_name="other"), "NOT_FOUND"),
+        (kstub.RepositoryModelLoad, kpb.RepositoryModelLoadRequest(repository_name="other", model_name="rgb"),
+         "NOT_FOUND"),
+        (kstub.RepositoryModelUnload, kpb.RepositoryModelUnloadRequest(repository_name="other", model_name="rgb"),
+         "NOT_FOUND"),
+        (kstub.RepositoryModelLoad, kpb.RepositoryModelLoadRequest(model_name="x" * 5000), "INVALID_ARGUMENT"),
+        (kstub.RepositoryModelUnload, kpb.RepositoryModelUnloadRequest(model_name=""), "NOT_FOUND"),
+        (kstub.TraceSetting, kpb.TraceSettingRequest(model_name="glyphs"), "UNIMPLEMENTED"),
+        (kstub.CudaSharedMemoryRegister, kpb.CudaSharedMemoryRegisterRequest(name="r", byte_size=8), "UNIMPLEMENTED"),
+    ]
+    for call, request, code in cases:
+        got, details = _stub_code(call, request)
+        assert got == code, (type(request).__name__, got, details)
+        assert "Traceback" not in details and "/tmp/" not in details
+    ready = kstub.RepositoryIndex(kpb.RepositoryIndexRequest(ready=True), timeout=TIMEOUT)
+    assert all(m.state == "READY" for m in ready.models) and {"glyphs", "rgb"} <= {m.name for m in ready.models}
+
+
+def test_undecodable_bodies_are_invalid_argument(server):
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for method in ("ModelConfig", "ModelStatistics", "RepositoryModelLoad", "RepositoryIndex"):
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"\xff\xff\xff", timeout=TIMEOUT)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+
+
+def test_a_long_stream_is_answered_in_full(server, gens):
+    # More requests than a stream keeps in flight at once (reading pauses, nothing is lost).
+    from ganport.runtime.server.kserve import STREAM_IN_FLIGHT
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    answers: queue.Queue = queue.Queue()
+    total = STREAM_IN_FLIGHT * 2 + 5
+    try:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        _, _, inputs = _glyphs_request(gens, 1)
+        for i in range(total):
+            client.async_stream_infer("glyphs", inputs, request_id=str(i))
+        ids = set()
+        for _ in range(total):
+            result, error = answers.get(timeout=TIMEOUT)
+            assert error is None
+            ids.add(result.get_response().id)
+        assert ids == {str(i) for i in range(total)}
+    finally:
+        client.stop_stream()
+        client.close()
