@@ -170,19 +170,18 @@ class KServeServicer:
         return response
 
     async def ModelStreamInfer(self, requests: AsyncIterator[Any], context) -> AsyncIterator[Any]:
-        """Each request runs concurrently (at most :data:`STREAM_IN_FLIGHT` at once); answers are
-        sent as they complete, each with its request's id. A failed request is answered with
-        ``error_message`` and the stream goes on, as Triton does."""
+        """Each request runs concurrently; answers are sent as they complete, each with its
+        request's id. A failed request is answered with ``error_message`` and the stream goes on,
+        as Triton does. At most :data:`STREAM_IN_FLIGHT` requests are running or waiting to be
+        sent at once; beyond that the stream stops reading (so a client that sends without reading
+        answers cannot grow the server's memory)."""
         answers: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
         tasks: set[asyncio.Task] = set()
         done = object()
 
         async def answer(request) -> None:
-            try:
-                await answers.put(await self._stream_one(request, context))
-            finally:
-                slots.release()
+            await answers.put(await self._stream_one(request, context))
 
         async def read() -> None:
             try:
@@ -206,6 +205,7 @@ class KServeServicer:
                 if isinstance(item, Exception):
                     raise item
                 yield item
+                slots.release()  # sent: room for one more request
         finally:
             for task in (reader, *tasks):
                 task.cancel()
