@@ -5,7 +5,8 @@ coroutines that await their batch's result, and model calls run in one worker th
 (see :mod:`.batcher`). On one port it serves:
 
 * ``ganport.v1.GeneratorService`` (:mod:`.servicer`);
-* ``inference.GRPCInferenceService``, the KServe v2 subset (:mod:`.kserve`);
+* ``inference.GRPCInferenceService``, the KServe v2 / Triton API (:mod:`.kserve`), with the
+  model repository (:mod:`.repository`) of the models directory when one was given;
 * ``grpc.health.v1.Health``: SERVING once the models are loaded, NOT_SERVING while draining;
 * server reflection.
 
@@ -44,6 +45,7 @@ from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
+from ganport.runtime.server.repository import ModelRepository
 from ganport.runtime.server.rpc import CallGuard, add_service
 from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
                                              ServedModel)
@@ -203,8 +205,10 @@ class GanportServer:
 
     Attributes:
         port: the bound gRPC port.
-        models: the :class:`ModelRegistry` of served models.
+        models: the :class:`ModelRegistry` of served models (KServe load/unload change it).
         metrics: the :class:`Metrics` registry (also on ``metrics_port`` when configured).
+        repository: the :class:`~.repository.ModelRepository` (load/unload of packages of the
+            models directory; shared by every protocol surface).
         metrics_port: the Prometheus HTTP port, or None.
         grpc_server: the underlying ``grpc.aio.Server``.
         loop: the event loop the server runs on.
@@ -344,11 +348,25 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                     max_send_bytes=send, max_receive_bytes=receive)
     generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
     metrics = Metrics()
-    registry = ModelRegistry({
-        name: ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
-                                                    max_delay_ms=max_delay_ms, max_queue=max_queue,
-                                                    metrics=metrics))
-        for name, gen in generators.items()})
+
+    def make_model(name: str, gen: Any) -> ServedModel:
+        return ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
+                                                     max_delay_ms=max_delay_ms, max_queue=max_queue,
+                                                     metrics=metrics))
+
+    registry = ModelRegistry({name: make_model(name, gen) for name, gen in generators.items()})
+    repository = ModelRepository(registry)
+    if isinstance(models, (str, Path)):
+        # Packages loaded later (KServe RepositoryModelLoad) open exactly as the first ones did.
+        load_threads = threads or default_threads(len(generators))
+
+        def load_generator(directory: Path) -> Any:
+            from ganport.runtime.generator import Generator
+
+            return Generator.load(directory, backend=backend, device=device, threads=load_threads,
+                                  max_batch=max_batch, spin=False)
+
+        repository = ModelRepository(registry, Path(models), load_generator, make_model)
     guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
     executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
     runner = _LoopThread()
@@ -371,7 +389,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             from ganport.runtime.server import kserve as kserve_module
 
             add_service(server, kserve_module.SERVICE,
-                        kserve_module.KServeServicer(registry, limits, lambda: state.serving), guard)
+                        kserve_module.KServeServicer(registry, limits, lambda: state.serving,
+                                                     repository=repository, metrics=metrics), guard)
         add_service(server, health_pb2.DESCRIPTOR.services_by_name["Health"], health_servicer, guard,
                     is_open=True)
         add_service(server, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
@@ -414,6 +433,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     server = GanportServer(runner, grpc_server, registry, state, health_servicer, metrics, port, host=(
         address.rsplit(":", 1)[0].strip("[]") if ":" in address else address), metrics_http=metrics_http,
         executor=executor)
+    server.repository = repository
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
                 ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
     return server, port

@@ -113,7 +113,13 @@ class ServedModel:
 
 
 class ModelRegistry(Mapping[str, ServedModel]):
-    """The served models by name (read-only once the server starts)."""
+    """The served models by name.
+
+    Reading is a plain mapping, safe from any thread. Models are added and removed only on the
+    server's event loop (:meth:`add`, :meth:`remove`), copy-on-write: a lookup sees the old or
+    the new mapping, never a half-changed one, and a call that already holds a model finishes
+    with it. A removed model answers NOT_FOUND to calls that arrive afterwards.
+    """
 
     def __init__(self, models: Mapping[str, ServedModel]):
         self._models = dict(sorted(models.items()))
@@ -126,6 +132,25 @@ class ModelRegistry(Mapping[str, ServedModel]):
 
     def __len__(self) -> int:
         return len(self._models)
+
+    async def add(self, model: ServedModel) -> None:
+        """Serve ``model`` under ``model.name``; a model already served under that name is
+        replaced at once (new calls go to the new one) and its queued work drains."""
+        old = self._models.get(model.name)
+        self._models = dict(sorted({**self._models, model.name: model}.items()))
+        if old is not None and old is not model:
+            await old.batcher.close(drain=True)
+
+    async def remove(self, name: str) -> ServedModel:
+        """Stop serving ``name``: new calls get NOT_FOUND at once; returns after its queued work ran.
+
+        Raises:
+            ModelNotFoundError: ``name`` is not served.
+        """
+        model = self.get_model(name)
+        self._models = {key: value for key, value in self._models.items() if key != name}
+        await model.batcher.close(drain=True)
+        return model
 
     def get_model(self, name: str) -> ServedModel:
         """The model served as ``name``.
