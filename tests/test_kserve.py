@@ -570,3 +570,20 @@ def test_a_long_stream_is_answered_in_full(server, gens):
     finally:
         client.stop_stream()
         client.close()
+
+
+def test_kserve_messages_work_on_the_pure_python_protobuf_backend():
+    """Nested message classes (e.g. ``ModelMetadataResponse.TensorMetadata``) exist on both backends."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from ganport.runtime.server.kserve import messages as m; "
+            "from google.protobuf.internal import api_implementation as a; "
+            "t = m.ModelMetadataResponse.TensorMetadata(name='z', datatype='FP32', shape=[-1, 8]); "
+            "r = m.ModelInferRequest.InferInputTensor(name='z'); "
+            "print(a.Type(), m.ModelMetadataResponse(outputs=[t]).ByteSize() > 0, r.name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "True", "z"]

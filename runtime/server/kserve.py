@@ -72,8 +72,21 @@ _SERVICE = POOL.FindServiceByName(SERVICE_NAME)
 
 #: The KServe message classes by name, e.g. ``messages.ModelInferRequest`` (nested types are
 #: attributes of their parent, as in generated code).
+def _message_class(descriptor) -> type:
+    """The class for ``descriptor`` with its nested message classes as attributes.
+
+    The C (upb) protobuf backend attaches nested classes itself; the pure-Python backend
+    (``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``) does not for classes made from a pool.
+    """
+    cls = message_factory.GetMessageClass(descriptor)
+    for nested in descriptor.nested_types:
+        if not nested.GetOptions().map_entry and not hasattr(cls, nested.name):
+            setattr(cls, nested.name, _message_class(nested))
+    return cls
+
+
 messages = types.SimpleNamespace(**{
-    name: message_factory.GetMessageClass(descriptor)
+    name: _message_class(descriptor)
     for name, descriptor in POOL.FindFileByName(kserve_descriptor.NAME).message_types_by_name.items()})
 
 
