@@ -45,7 +45,7 @@ from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
-from ganport.runtime.server.repository import ModelRepository
+from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, warm_up
 from ganport.runtime.server.rpc import CallGuard, add_service
 from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
                                              ServedModel)
@@ -230,6 +230,10 @@ class GanportServer:
         self._executor = executor
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self.repository = None
+        #: Seconds between model-directory scans (``model_control="poll"``), else None.
+        self.poll_seconds: Optional[float] = None
+        self._poller: Optional[asyncio.Task] = None
 
     @property
     def metrics_port(self) -> Optional[int]:
@@ -245,6 +249,9 @@ class GanportServer:
         async def start() -> None:
             await self.grpc_server.start()
             await self._state.set(True)
+            if self.poll_seconds is not None:
+                self._poller = asyncio.get_running_loop().create_task(
+                    self.repository.poll_forever(self.poll_seconds), name="ganport-model-poll")
 
         self._runner.call(start())
         logger.info("serving %d model(s) on %s:%d", len(self.models), self.host, self.port)
@@ -272,6 +279,8 @@ class GanportServer:
             started = time.monotonic()
 
             async def stop() -> None:
+                if self._poller is not None:
+                    self._poller.cancel()
                 await self._state.set(False)
                 if drain > 0:
                     logger.info("draining for %.1f s before refusing new calls", drain)
@@ -307,7 +316,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   max_send_mb: Optional[float] = None, max_count: int = 1024, max_stream_count: int = 65536,
                   max_text_length: int = 64, token: Optional[str] = None, tls: Optional[TLSArg] = None,
                   metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
-                  workers: int = 4, kserve: bool = True) -> tuple[GanportServer, int]:
+                  workers: int = 4, kserve: bool = True, model_control: str = DEFAULT_MODEL_CONTROL,
+                  poll_seconds: float = 2.0) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -333,6 +343,12 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         workers: threads for work kept off the event loop besides model calls (Encode, encoding
             big responses); model calls have one thread per model.
         kserve: also serve the KServe v2 inference service.
+        model_control: ``none``, ``explicit`` or ``poll`` (see
+            :data:`~ganport.runtime.server.repository.MODEL_CONTROL`); only for a models directory.
+        poll_seconds: seconds between two scans of the directory with ``model_control="poll"``.
+
+    Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
+    served, so health turns SERVING only when the first user call will be fast.
 
     Returns:
         ``(server, port)``: a :class:`GanportServer` and the bound port.
@@ -346,7 +362,11 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     send = int((max_send_mb or max_message_mb) * MIB)
     limits = Limits(max_count=max_count, max_stream_count=max_stream_count, max_text_length=max_text_length,
                     max_send_bytes=send, max_receive_bytes=receive)
+    if poll_seconds <= 0:
+        raise GanportError(f"poll_seconds must be > 0, got {poll_seconds}")
     generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
+    for name, gen in generators.items():
+        logger.info("warmed up model %r in %.0f ms", name, warm_up(gen, max_batch) * 1000)
     metrics = Metrics()
 
     def make_model(name: str, gen: Any) -> ServedModel:
@@ -366,7 +386,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             return Generator.load(directory, backend=backend, device=device, threads=load_threads,
                                   max_batch=max_batch, spin=False)
 
-        repository = ModelRepository(registry, Path(models), load_generator, make_model)
+        repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control)
     guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
     executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
     runner = _LoopThread()
@@ -434,6 +454,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         address.rsplit(":", 1)[0].strip("[]") if ":" in address else address), metrics_http=metrics_http,
         executor=executor)
     server.repository = repository
+    if model_control == "poll" and repository.directory is not None:
+        server.poll_seconds = float(poll_seconds)
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
                 ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
     return server, port
