@@ -86,6 +86,9 @@ def _register_serve(subparsers) -> None:
 
     p.add_argument("--model-control", choices=tuple(MODEL_CONTROL), default=DEFAULT_MODEL_CONTROL,
                    help="what may change the served models: " + "; ".join(f"{k}: {v}" for k, v in MODEL_CONTROL.items()))
+    p.add_argument("--cache-mb", type=float, default=0.0,
+                   help="MiB of answers to deterministic requests (seeded Generate and RenderWord, Decode) kept "
+                        "in an LRU cache, dropped when their model reloads (default 0: off)")
     p.add_argument("--poll-seconds", type=float, default=2.0,
                    help="seconds between two scans of MODELS_DIR with --model-control poll (default 2)")
     p.set_defaults(handler=_serve)
@@ -110,7 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_stream_count=args.max_stream_count, max_text_length=args.max_text_length,
         token=token, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
-        kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds)
+        kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
+        cache_mb=args.cache_mb)
 
     stop = threading.Event()
 

@@ -19,6 +19,8 @@ name                                        type       labels
 ``ganport_dropped_total``                   counter    model, reason (deadline, cancelled, ...)
 ``ganport_queue_depth``                     gauge      model (requests waiting)
 ``ganport_auth_failures_total``             counter    (none)
+``ganport_cache_requests_total``            counter    model, result (hit, miss): response cache lookups
+``ganport_cache_bytes``                      gauge      (none): bytes held by the response cache
 ``ganport_decode_errors_total``             counter    (none): request bodies that were not valid protobuf
 ==========================================  =========  ============================================
 """
@@ -77,6 +79,10 @@ class Metrics:
                                  registry=registry)
         self.auth_failures = Counter("ganport_auth_failures", "Calls refused for a missing or wrong token.",
                                      registry=registry)
+        self.cache_requests = Counter("ganport_cache_requests", "Response cache lookups of deterministic requests.",
+                                      ("model", "result"), registry=registry)
+        self.cache_bytes = Gauge("ganport_cache_bytes", "Bytes of responses held by the response cache.",
+                                 registry=registry)
         self.decode_errors = Counter("ganport_decode_errors", "Request bodies that were not valid protobuf.",
                                      registry=registry)
         self._max_batch: dict[str, int] = {}
@@ -117,6 +123,14 @@ class Metrics:
     def observe_drop(self, model: str, reason: str) -> None:
         """Record a request dropped before running."""
         self.dropped.labels(model, reason).inc()
+
+    def observe_cache(self, model: str, hit: bool) -> None:
+        """Record one response-cache lookup (``result`` label ``hit`` or ``miss``)."""
+        self.cache_requests.labels(model, "hit" if hit else "miss").inc()
+
+    def set_cache_bytes(self, size: int) -> None:
+        """Publish the response cache's size in bytes."""
+        self.cache_bytes.set(size)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """Publish the current number of waiting requests."""

@@ -44,6 +44,7 @@ from ganport.errors import GanportError, PackageError
 from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
+from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
 from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, warm_up
 from ganport.runtime.server.rpc import CallGuard, add_service
@@ -231,6 +232,8 @@ class GanportServer:
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self.repository = None
+        #: The :class:`~.cache.ResponseCache` (disabled when ``cache_mb`` is 0).
+        self.cache: Optional[ResponseCache] = None
         #: Seconds between model-directory scans (``model_control="poll"``), else None.
         self.poll_seconds: Optional[float] = None
         self._poller: Optional[asyncio.Task] = None
@@ -317,7 +320,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   max_text_length: int = 64, token: Optional[str] = None, tls: Optional[TLSArg] = None,
                   metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
                   workers: int = 4, kserve: bool = True, model_control: str = DEFAULT_MODEL_CONTROL,
-                  poll_seconds: float = 2.0) -> tuple[GanportServer, int]:
+                  poll_seconds: float = 2.0, cache_mb: float = 0.0) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -346,6 +349,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         model_control: ``none``, ``explicit`` or ``poll`` (see
             :data:`~ganport.runtime.server.repository.MODEL_CONTROL`); only for a models directory.
         poll_seconds: seconds between two scans of the directory with ``model_control="poll"``.
+        cache_mb: MiB of responses to deterministic requests (seeded Generate and RenderWord,
+            Decode) kept in an LRU cache (:mod:`.cache`); 0 (default) turns it off.
 
     Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
     served, so health turns SERVING only when the first user call will be fast.
@@ -362,6 +367,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     send = int((max_send_mb or max_message_mb) * MIB)
     limits = Limits(max_count=max_count, max_stream_count=max_stream_count, max_text_length=max_text_length,
                     max_send_bytes=send, max_receive_bytes=receive)
+    if cache_mb < 0:
+        raise GanportError(f"cache_mb must be >= 0, got {cache_mb}")
     if poll_seconds <= 0:
         raise GanportError(f"poll_seconds must be > 0, got {poll_seconds}")
     generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
@@ -387,6 +394,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                                   max_batch=max_batch, spin=False)
 
         repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control)
+    cache = ResponseCache(int(cache_mb * MIB), metrics)
     guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
     executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
     runner = _LoopThread()
@@ -404,7 +412,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
         state = ServingState(health_servicer, services)
         add_service(server, generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
-                    GeneratorServicer(registry, limits), guard)
+                    GeneratorServicer(registry, limits, cache), guard)
         if kserve:
             from ganport.runtime.server import kserve as kserve_module
 
@@ -454,6 +462,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         address.rsplit(":", 1)[0].strip("[]") if ":" in address else address), metrics_http=metrics_http,
         executor=executor)
     server.repository = repository
+    server.cache = cache
     if model_control == "poll" and repository.directory is not None:
         server.poll_seconds = float(poll_seconds)
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
