@@ -155,7 +155,7 @@ class Sizes:
     estimates: dict[str, float] = field(default_factory=dict)
 
 
-FULL = Sizes(train_batch=64, train_steps=300, train_log_every=100, train_samples=4096,
+FULL = Sizes(train_batch=64, train_steps=300, train_log_every=100, train_samples=2048,
              reference_steps=300, reference_warmup=30, resume_kind="dcgan", resume_half=50, resume_batch=64,
              resume_log_every=25, torchrun_steps=100, export_kinds=("cgan", "dcgan", "aae"), compare_batch=64,
              speed_batch=64, speed_seconds=1.5, serve_clients=(1, TARGET_CLIENTS, 128), serve_batch=64,
@@ -333,6 +333,7 @@ def step_environment(ctx: Context, step: StepResult) -> None:
     else:
         env["gpu"] = None
     env["nvidia_smi"] = _nvidia_smi()
+    env["nvidia_lib_dirs"] = _nvidia_lib_dirs()
     try:
         import onnxruntime as ort
 
@@ -797,7 +798,7 @@ def step_serving(ctx: Context, step: StepResult) -> None:
                 server = ServeProcess(package, args, cwd=ctx.workdir, log_path=log, timeout=180.0)
                 try:
                     ctx.children.append(server)
-                    server.start()
+                    _start_server(ctx, step, server, label, backend)
                     step.check(f"serve {label}: starts on {ctx.device}", True, server.startup)
                     for clients, batch in points:
                         point = Point("native", server.target, info.name, batch, info.latent_dim, info.n_classes,
@@ -839,6 +840,45 @@ def step_serving(ctx: Context, step: StepResult) -> None:
     best = speedups.get("onnx", speedups.get("torchscript"))
     _target(ctx, f"serving {n} single-image clients, max-batch 64 / max-batch 1 ({'onnx' if 'onnx' in speedups else 'torchscript'})",
             best, "x", f">= {TARGET_BATCHING_SPEEDUP:g}x", None if best is None else best >= TARGET_BATCHING_SPEEDUP)
+
+
+def _start_server(ctx: Context, step: StepResult, server: Any, label: str, backend: str) -> None:
+    """Start ``ganport serve``; an onnx server on CUDA that fails is retried once with the CUDA
+    libraries of the pip ``nvidia-*`` packages on ``LD_LIBRARY_PATH``, so the figures are still
+    measured and the report says whether the plain start failed for want of those libraries (a
+    torch-free server process does not get them loaded by ``import torch``)."""
+    try:
+        server.start()
+        return
+    except Exception as exc:  # noqa: BLE001
+        if not (ctx.cuda and backend == "onnx"):
+            raise
+        step.fail(f"serve {label}: plain start on cuda", exc)
+        step.notes.append(f"serve {label} log tail (plain start): {_tail(server.log_path)}")
+    dirs = _nvidia_lib_dirs()
+    old = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*dirs, *([old] if old else [])])
+    try:
+        server.start()
+        step.notes.append(f"serve {label}: started with LD_LIBRARY_PATH = the nvidia-* library folders {dirs}")
+    finally:
+        if old is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = old
+
+
+def _nvidia_lib_dirs() -> list[str]:
+    """``site-packages/nvidia/*/lib`` folders (CUDA, cuDNN, cuBLAS... of the pip packages)."""
+    import site
+
+    roots = [*site.getsitepackages(), site.getusersitepackages(), *sys.path]
+    found: list[str] = []
+    for root in roots:
+        for lib in sorted(Path(root).glob("nvidia/*/lib")) if root and Path(root).is_dir() else []:
+            if str(lib) not in found:
+                found.append(str(lib))
+    return found
 
 
 STEPS: list[tuple[str, Callable[[Context, StepResult], None]]] = [
