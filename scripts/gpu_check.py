@@ -1121,7 +1121,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr),
                                   logging.FileHandler(out_dir / "gpu_check.log", mode="w")])
-    sys.path.insert(0, str(ROOT))  # benchmarks/ (ServeProcess, LoadPool, time_calls)
+    # benchmarks/ (ServeProcess, LoadPool, time_calls) from the checkout, appended: the checkout's
+    # ganport/ folder must not shadow the installed package (ganport.trainer etc. are mapped folders).
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
     import torch
 
     device = args.device
