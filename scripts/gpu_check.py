@@ -329,7 +329,8 @@ def step_environment(ctx: Context, step: StepResult) -> None:
                       "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
                       "tf32_cudnn": torch.backends.cudnn.allow_tf32}
         with contextlib.suppress(Exception):
-            env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            version = torch.cuda.nccl.version()
+            env["nccl"] = ".".join(map(str, version)) if isinstance(version, (tuple, list)) else str(version)
     else:
         env["gpu"] = None
     env["nvidia_smi"] = _nvidia_smi()
@@ -656,7 +657,8 @@ grad = float(model.module.weight.grad.abs().sum())
 info = {"all_reduce_ok": t.tolist() == [0.0, 1.0, 2.0, 3.0], "ddp_grad_finite": grad == grad,
         "backend_used": dist.get_backend()}
 if dev.type == "cuda":
-    info["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version()))
+    v = torch.cuda.nccl.version()
+    info["nccl_version"] = ".".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
 dist.destroy_process_group()
 print(json.dumps(info))
 """
@@ -724,7 +726,8 @@ def step_backends(ctx: Context, step: StepResult) -> None:
                 out = gen.run(z, labels)
                 diff = float(np.max(np.abs(out - expected)))
                 tolerance = TOLERANCES["fp16"] if fp16 else TOLERANCES[dev]
-                row: dict[str, Any] = {"providers": providers, "max_abs_diff_vs_cpu": diff, "tolerance": tolerance}
+                row: dict[str, Any] = {"providers": providers, "max_abs_diff_vs_cpu": diff, "tolerance": tolerance,
+                                       "io_binding": backend == "onnx" and dev == "cuda"}
                 if backend == "onnx":
                     want = "CUDAExecutionProvider" if dev == "cuda" else "CPUExecutionProvider"
                     step.check(f"{name}: session providers", bool(providers) and providers[0] == want,
@@ -905,12 +908,17 @@ def _dist_version(name: str) -> str | None:
 
 
 def _git_commit() -> str | None:
+    """The checkout's commit; where git or .git is missing (the GPU machine), what
+    scripts/gpu_wheels.py recorded in .gpu/commit.txt."""
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)
-        return out.stdout.strip() or None
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    recorded = ROOT / ".gpu" / "commit.txt"
+    return f"{recorded.read_text().strip()} (as of make gpu-wheels)" if recorded.is_file() else None
 
 
 def _nvidia_smi() -> str | None:

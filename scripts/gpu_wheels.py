@@ -12,7 +12,7 @@ x86-64 with ``--no-deps`` (every needed package is pinned in the requirements fi
 the rest). ``.gpu/`` and ``.gpu-ort/`` are git-ignored; the device tool carries them.
 
 onnxruntime-gpu (243 MiB) is bigger than one device call may carry (64 MiB with the working tree),
-so ``--ort-gpu`` splits it into parts of ``--part-mib`` (default 58) with a ``manifest.json``
+so ``--ort-gpu`` splits it into parts of ``--part-mib`` (default 56) with a ``manifest.json``
 (wheel name, sha256, parts in order). Each part is carried by one call while the machine stays
 warm: carried paths replace only themselves there, so parts carried earlier stay. ``--install``
 joins them, checks the sha256 and installs the wheel (benchmarks/README.md, "GPU check", gives
@@ -62,7 +62,7 @@ def download(requirements: list[str], dest: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ort-gpu", action="store_true", help="also download onnxruntime-gpu and split it")
-    parser.add_argument("--part-mib", type=int, default=58, help="largest onnxruntime-gpu part, MiB (default 58)")
+    parser.add_argument("--part-mib", type=int, default=56, help="largest onnxruntime-gpu part, MiB (default 56)")
     args = parser.parse_args(argv)
     packages, ort = pins()
     shutil.rmtree(WHEELS, ignore_errors=True)
@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     # A ganport wheel too: --install builds ganport from the checkout, and falls back to this one.
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
                     "--no-build-isolation", "-w", str(WHEELS), str(ROOT)], check=True)
+    # The commit, for the report where the GPU machine has no git.
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True)
+    (WHEELS.parent / "commit.txt").write_text(commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") + "\n")
     total = sum(p.stat().st_size for p in WHEELS.iterdir())
     print(f"{WHEELS.relative_to(ROOT)}: {len(list(WHEELS.iterdir()))} wheels, {total / 2**20:.1f} MiB")
     if args.ort_gpu:
