@@ -75,12 +75,15 @@ def test_word_result(quick_run):
     out, stdout = quick_run
     result = _load(out, "word")
     paths = [row["path"] for row in result["rows"]]
-    assert len(paths) == 3 and paths[0].startswith("in-process")
+    assert len(paths) == 5 and paths[0].startswith("in-process")
+    assert paths[-2:] == ["gRPC, cache on, miss (new seed per call)", "gRPC, cache on, hit (same seed)"]
     for row in result["rows"]:
         assert row["calls"] >= 5
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["words_per_s"] > 0
     assert result["headline"] and result["headline"][0]["value"] > 0
+    cache = result["headline"][1]
+    assert cache["name"].startswith("RenderWord with --cache-mb") and cache["value"] > 1, cache
     assert "headline figures" in stdout and "RenderWord" in stdout
 
 
