@@ -227,3 +227,32 @@ def test_models_are_warmed_up_before_serving(tmp_path, caplog):
     assert any("warmed up model 'digits'" in r.getMessage() for r in caplog.records)
     with pytest.raises(Exception, match="poll_seconds"):
         create_server("127.0.0.1:0", tmp_path / "digits", poll_seconds=0)
+
+
+def test_unload_gives_the_memory_back(tmp_path):
+    """RSS after unloading a ~40 MB model is within 10% of what it was before it was loaded again."""
+    import fuzz_helpers
+    import server_helpers
+    from ganport.runtime.server.client import GanportClient
+
+    models = tmp_path / "models"
+    _package(models / "keep", seed=0)
+    runtime_helpers.build_package(models / "big", kind="gan", latent_dim=8, image_shape=(3, 256, 256),
+                                  formats=("onnx",), name="big")
+    server = server_helpers.ServeProcess(models, "--max-batch", "4")
+    try:
+        with GanportClient(server.target) as client:
+            client.unload_model("big")
+            client.generate("keep", 2, seed=1)
+            before = fuzz_helpers.rss_kib(server.proc.pid)
+            for _ in range(2):
+                client.load_model("big")
+                client.generate("big", 4, seed=1)
+                loaded = fuzz_helpers.rss_kib(server.proc.pid)
+                client.unload_model("big")
+            after = fuzz_helpers.rss_kib(server.proc.pid)
+    finally:
+        server.proc.terminate()
+        server.wait()
+    assert loaded - before > 30 * 1024, (before, loaded)  # the big model really was in memory
+    assert abs(after - before) < 0.10 * before, (before, loaded, after)

@@ -71,6 +71,25 @@ def warm_up(generator: Any, max_batch: int) -> float:
     return time.perf_counter() - started
 
 
+def release_memory() -> None:
+    """Give freed memory back to the system after a model is dropped.
+
+    A model's weights and onnxruntime's buffers are freed when it is unloaded, but glibc keeps
+    freed pages in its arenas; ``malloc_trim`` returns them, so the process shrinks back. A no-op
+    where glibc is not the allocator.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def fingerprint(directory: Path) -> tuple:
     """What identifies a package's contents: (name, size, mtime) of each top-level file."""
     entries = []
@@ -207,7 +226,10 @@ class ModelRepository:
             raise PackageError(f"cannot load model {name!r}: {detail}") from exc
         seconds = await asyncio.to_thread(warm_up, generator, self._max_batch(generator))
         model = self._make_model(name, generator)
+        replaced = name in self.registry
         await self.registry.add(model)
+        if replaced:
+            release_memory()
         self._reasons.pop(name, None)
         self._failed.pop(name, None)
         self._loaded[name] = contents
@@ -231,6 +253,7 @@ class ModelRepository:
             await self.registry.remove(name)
             self._reasons[name] = "unloaded"
             self._loaded.pop(name, None)
+            release_memory()
             logger.info("unloaded model %r", name)
 
     # -- polling -------------------------------------------------------------------------------
@@ -276,6 +299,7 @@ class ModelRepository:
                 async with self._guard():
                     await self.registry.remove(name)
                     self._reasons[name] = "removed from the models directory"
+                    release_memory()
                 done["unloaded"].append(name)
             self._loaded.pop(name, None)
         if any(done.values()):
