@@ -242,10 +242,13 @@ def test_unload_gives_the_memory_back(tmp_path):
     server = server_helpers.ServeProcess(models, "--max-batch", "4")
     try:
         with GanportClient(server.target) as client:
+            client.generate("big", 4, seed=1)
+            client.unload_model("big")
+            client.load_model("big")  # one full cycle first: code paths a load imports stay loaded
             client.unload_model("big")
             client.generate("keep", 2, seed=1)
             before = fuzz_helpers.rss_kib(server.proc.pid)
-            for _ in range(2):
+            for _ in range(3):
                 client.load_model("big")
                 client.generate("big", 4, seed=1)
                 loaded = fuzz_helpers.rss_kib(server.proc.pid)
