@@ -163,3 +163,84 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
     return {"name": model.name, "versions": [MODEL_VERSION],
             "platform": PLATFORMS.get(model.backend, model.backend),
             "inputs": describe(spec["inputs"]), "outputs": describe(spec["outputs"])}
+
+
+#: Triton ``backend`` per ganport backend.
+BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pytorch"}
+_CONFIG_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+
+
+def model_config(model: ServedModel, limits: Limits) -> dict[str, Any]:
+    """The model's configuration in Triton's ``ModelConfig`` shape (as Triton's JSON shows it).
+
+    Matches the ``config.pbtxt`` that ``ganport export --format triton`` writes: dims without the
+    batch axis, the ``[N]`` label declared as ``dims: [1]`` (so a Triton client sends ``[N, 1]``;
+    ganport accepts ``[N]`` too). ``max_batch_size`` is the largest request ganport accepts
+    (``limits.max_count``; bigger requests than the model's batch are split by the batcher), and
+    ``dynamic_batching.preferred_batch_size`` is the batcher's ``max_batch`` (rows per model call).
+    """
+    spec = model.info.io_spec()
+
+    def tensor(entry: dict[str, Any]) -> dict[str, Any]:
+        dims = [int(d) for d in entry["shape"][1:]]
+        described: dict[str, Any] = {"name": entry["name"], "data_type": _CONFIG_TYPES.get(entry["dtype"], "TYPE_FP32"),
+                                     "dims": dims or [1]}
+        if not dims:
+            described["reshape"] = {"shape": []}
+        return described
+
+    device = model.device
+    return {
+        "name": model.name,
+        "platform": PLATFORMS.get(model.backend, model.backend),
+        "backend": BACKENDS.get(model.backend, model.backend),
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": int(limits.max_count),
+        "input": [tensor(e) for e in spec["inputs"]],
+        "output": [tensor(e) for e in spec["outputs"]],
+        "dynamic_batching": {
+            "preferred_batch_size": [int(model.batcher.max_batch)],
+            "max_queue_delay_microseconds": int(round(model.batcher.max_delay * 1e6)),
+        },
+        "instance_group": [{"name": f"{model.name}_0", "count": 1,
+                            "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}],
+        "parameters": {"ganport.kind": {"string_value": model.info.kind}},
+    }
+
+
+def model_statistics(model: ServedModel, metrics: Any) -> dict[str, Any]:
+    """The model's statistics in Triton's ``ModelStatistics`` shape, from the server's metrics.
+
+    ``inference_stats.success``/``fail``: requests (every protocol, every method) with status OK /
+    not OK, and their total handling time; ``queue``: time requests waited before their first model
+    call; ``compute_infer``: model calls and their duration; ``inference_count``: images
+    generated; ``execution_count``: model calls (batches). Durations are in nanoseconds.
+    """
+    name = model.name
+    stats = metrics.model_stats(name)
+    requests, ok = stats["requests"], stats["ok"]
+    handled_ns = int(metrics.count("ganport_request_seconds_sum", model=name) * 1e9)
+    share = ok / requests if requests else 0.0
+    queue_count = int(metrics.count("ganport_queue_seconds_count", model=name))
+
+    def duration(count: int, ns: int) -> dict[str, int]:
+        return {"count": int(count), "ns": int(ns)}
+
+    zero = duration(0, 0)
+    return {
+        "name": name, "version": MODEL_VERSION, "last_inference": 0,
+        "inference_count": stats["images"], "execution_count": stats["batches"],
+        "inference_stats": {
+            "success": duration(ok, handled_ns * share), "fail": duration(requests - ok, handled_ns * (1 - share)),
+            "queue": duration(queue_count, stats["queue_seconds_sum"] * 1e9),
+            "compute_input": zero,
+            "compute_infer": duration(stats["batches"], stats["compute_seconds_sum"] * 1e9),
+            "compute_output": zero, "cache_hit": zero, "cache_miss": zero,
+        },
+        "batch_stats": [],
+    }
+
+
+def repository_index(models: ModelRegistry) -> list[dict[str, str]]:
+    """Every served model as a repository index entry: ``name``, ``version``, ``state``, ``reason``."""
+    return [{"name": name, "version": MODEL_VERSION, "state": "READY", "reason": ""} for name in models]
