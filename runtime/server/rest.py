@@ -48,7 +48,7 @@ from ganport.errors import GanportError, InvalidInputError, ResourceExhaustedErr
 from ganport.runtime.images import encode_png, make_grid
 from ganport.runtime.server import codec, inference
 from ganport.runtime.server.rpc import CallGuard
-from ganport.runtime.server.servicer import MIB, GeneratorServicer, Limits, ModelRegistry
+from ganport.runtime.server.servicer import MIB, GeneratorServicer, Limits, ModelRegistry, check_count
 from ganport.runtime.server.status import (RequestTooLargeError, UnimplementedError,
                                            http_status_for)
 from ganport.v1 import generator_pb2 as pb
@@ -383,11 +383,12 @@ class RestApp:
                 binary_out = options["binary_data"]
         inference.check_outputs(model, names)
         rows = len(tensors["z"]) if "z" in tensors and tensors["z"].ndim == 2 else 0
+        check_count(rows or 1, self.limits.max_count, "number of latent vectors")
         estimate = rows * math.prod(model.info.image_shape) * (4 if binary_out else _JSON_BYTES_PER_FLOAT)
         if estimate > self.limits.max_send_bytes:
             raise ResourceExhaustedError(
                 f"the answer for {rows} rows would take about {estimate / MIB:.1f} MiB, above the server's "
-                f"{self.limits.max_send_bytes / MIB:.0f} MiB message limit",
+                f"{self.limits.max_send_bytes / MIB:.3g} MiB message limit",
                 hint="send fewer rows per request" + ("" if binary_out else " or ask for binary output"))
         images = await inference.infer(model, tensors, self.limits, context)
         described: dict[str, Any] = {"name": inference.OUTPUT, "datatype": "FP32", "shape": list(images.shape)}
