@@ -11,6 +11,7 @@ serve --http-port``; and the web page in a real headless browser (Debian's chrom
 from __future__ import annotations
 
 import gc
+import gzip
 import http.client
 import io
 import json
@@ -158,6 +159,10 @@ def test_infer_json_and_binary_by_hand(server, gens):
     (output,) = body["outputs"]
     assert output["name"] == "image" and output["datatype"] == "FP32" and output["shape"] == [3, 1, 12, 12]
     np.testing.assert_allclose(np.asarray(output["data"], np.float32).reshape(3, 1, 12, 12), expected, atol=1e-6)
+    # A big body (parsed in a worker thread) gives the same answer.
+    padded = json.dumps(_infer_json(z, labels)).encode() + b" " * 400_000
+    np.testing.assert_allclose(np.asarray(post(server, "/v2/models/glyphs/infer", padded).json()["outputs"][0]["data"],
+                                          np.float32).reshape(3, 1, 12, 12), expected, atol=1e-6)
     # Nested data and a [N, 1] label are accepted too.
     nested = _infer_json(z, labels)
     nested["inputs"][0]["data"] = z.tolist()
@@ -219,6 +224,10 @@ def _tritonclient_script(server, gens):
                 np.testing.assert_allclose(result.as_numpy("image"), expected, atol=1e-6)
         # No outputs named: tritonclient asks for binary outputs.
         np.testing.assert_allclose(client.infer("glyphs", inputs).as_numpy("image"), expected, atol=1e-6)
+        for algorithm in ("gzip", "deflate"):  # compressed request bodies
+            result = client.infer("glyphs", inputs, request_compression_algorithm=algorithm,
+                                  response_compression_algorithm=algorithm)
+            np.testing.assert_allclose(result.as_numpy("image"), expected, atol=1e-6)
         pending = [client.async_infer("glyphs", inputs) for _ in range(3)]
         for request in pending:
             np.testing.assert_allclose(request.get_result(timeout=TIMEOUT).as_numpy("image"), expected, atol=1e-6)
@@ -339,6 +348,10 @@ BAD = [
      {"Inference-Header-Content-Length": str(len(json.dumps({"inputs": [_z(), _LABEL2]})))}, 400, "add up to 0"),
     ("POST", INFER, _BINARY_HEAD + bytes(60), {"Inference-Header-Content-Length": str(len(_BINARY_HEAD))}, 400,
      "needs 64"),
+    ("POST", INFER, b"not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip data"),
+    ("POST", INFER, gzip.compress(b"{}")[:-6], {"Content-Encoding": "gzip"}, 400, "truncated"),
+    ("POST", INFER, b"{}", {"Content-Encoding": "br"}, 400, "unsupported Content-Encoding"),
+    ("POST", INFER, gzip.compress(bytes(2 * 1024 * 1024)), {"Content-Encoding": "gzip"}, 413, "decompressed"),
     ("POST", "/v2/models/nope/infer", {"inputs": [_z()]}, None, 404, "not served here"),
     ("POST", "/v2/models/glyphs/versions/2/infer", {"inputs": [_z()]}, None, 404, "no version '2'"),
     ("GET", INFER, None, None, 405, "not allowed"),
@@ -569,6 +582,11 @@ def test_web_page_renders_a_word_in_chromium(server, gens, chromium, tmp_path):
     assert 'data-state="loaded"' in dom.stdout, dom.stdout[-3000:]
     assert f'data-size="{expected.shape[1]}x{expected.shape[0]}"' in dom.stdout
     assert '<option value="glyphs">glyphs</option>' in dom.stdout and "<option" in dom.stdout
+
+    grid = _chromium(chromium, tmp_path / "profile-grid", "--dump-dom",
+                     f"{server.http_url}/?model=glyphs&label=A&n=4&seed=3")
+    expected_grid = make_grid(gens["glyphs"].generate(4, labels="A", seed=3))
+    assert f'data-size="{expected_grid.shape[1]}x{expected_grid.shape[0]}"' in grid.stdout, grid.stdout[-3000:]
 
     shot = tmp_path / "page.png"
     done = _chromium(chromium, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=900,500", url)

@@ -30,6 +30,7 @@ import os
 import socket
 import tempfile
 import time
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
@@ -65,6 +66,8 @@ _INLINE_BYTES = 256 * 1024
 _JSON_BYTES_PER_FLOAT = 16
 _NOISE = {"per-glyph": pb.NOISE_MODE_PER_GLYPH, "shared": pb.NOISE_MODE_SHARED}
 _PAGE = "index.html"
+# Content-Encoding -> zlib window bits (None: not compressed).
+_DECODERS = {"identity": None, "": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 class _HttpContext:
@@ -115,6 +118,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         if declared > limit:
             raise RequestTooLargeError(f"request body of {declared} bytes exceeds the server's limit of "
                                        f"{limit} bytes ({limit / MIB:.1f} MiB)", hint="send fewer rows per request")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in _DECODERS:
+        raise InvalidInputError(f"unsupported Content-Encoding {encoding[:40]!r}; use gzip, deflate or none")
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -122,7 +128,23 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLargeError(f"request body exceeds the server's limit of {limit} bytes "
                                        f"({limit / MIB:.1f} MiB)", hint="send fewer rows per request")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    if _DECODERS[encoding] is None:
+        return body
+    # Compressed bodies (tritonclient's request_compression_algorithm): the limit applies to
+    # the decompressed size too, checked while inflating.
+    inflater = zlib.decompressobj(_DECODERS[encoding])
+    try:
+        data = inflater.decompress(body, limit + 1)
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise RequestTooLargeError(f"decompressed request body exceeds the server's limit of {limit} bytes",
+                                       hint="send fewer rows per request")
+        data += inflater.flush()
+    except zlib.error as exc:
+        raise InvalidInputError(f"the request body is not valid {encoding} data: {exc}") from None
+    if not inflater.eof:
+        raise InvalidInputError(f"the request body is truncated {encoding} data")
+    return data
 
 
 def _parse_json(data: bytes, what: str = "request body") -> Any:
@@ -341,6 +363,43 @@ class RestApp:
         model = self._model(request)
         body = await read_body(request, self.limits.max_receive_bytes)
         header_length = request.headers.get(HEADER_LENGTH)
+        if len(body) > _INLINE_BYTES:  # parsing big JSON would hold up every other request on the loop
+            parsed = await asyncio.to_thread(self._parse_infer, model, body, header_length, context)
+        else:
+            parsed = self._parse_infer(model, body, header_length, context)
+        payload, tensors, binary_out = parsed
+        rows = len(tensors["z"]) if "z" in tensors and tensors["z"].ndim == 2 else 0
+        check_count(rows or 1, self.limits.max_count, "number of latent vectors")
+        estimate = rows * math.prod(model.info.image_shape) * (4 if binary_out else _JSON_BYTES_PER_FLOAT)
+        if estimate > self.limits.max_send_bytes:
+            raise ResourceExhaustedError(
+                f"the answer for {rows} rows would take about {estimate / MIB:.1f} MiB, above the server's "
+                f"{self.limits.max_send_bytes / MIB:.3g} MiB message limit",
+                hint="send fewer rows per request" + ("" if binary_out else " or ask for binary output"))
+        images = await inference.infer(model, tensors, self.limits, context)
+        described: dict[str, Any] = {"name": inference.OUTPUT, "datatype": "FP32", "shape": list(images.shape)}
+        response: dict[str, Any] = {"model_name": model.name, "model_version": inference.MODEL_VERSION,
+                                    "outputs": [described]}
+        request_id = payload.get("id")
+        if isinstance(request_id, str) and request_id:
+            response["id"] = request_id
+        if binary_out:
+            data = images.tobytes()
+            described["parameters"] = {"binary_data_size": len(data)}
+            head = _json_bytes(response)
+            return Response(head + data, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(len(head))})
+
+        def encode() -> bytes:
+            described["data"] = images.ravel().tolist()
+            return _json_bytes(response)
+
+        encoded = await asyncio.to_thread(encode) if images.nbytes > _INLINE_BYTES else encode()
+        return Response(encoded, media_type="application/json")
+
+    def _parse_infer(self, model, body: bytes, header_length: Optional[str], context: _HttpContext
+                     ) -> tuple[dict, dict[str, np.ndarray], bool]:
+        """Decode an infer request body: ``(payload, input tensors, binary output wanted)``."""
         if header_length is None:
             header, binary = body, b""
         else:
@@ -382,34 +441,7 @@ class RestApp:
                     raise InvalidInputError("output parameter 'binary_data' must be true or false")
                 binary_out = options["binary_data"]
         inference.check_outputs(model, names)
-        rows = len(tensors["z"]) if "z" in tensors and tensors["z"].ndim == 2 else 0
-        check_count(rows or 1, self.limits.max_count, "number of latent vectors")
-        estimate = rows * math.prod(model.info.image_shape) * (4 if binary_out else _JSON_BYTES_PER_FLOAT)
-        if estimate > self.limits.max_send_bytes:
-            raise ResourceExhaustedError(
-                f"the answer for {rows} rows would take about {estimate / MIB:.1f} MiB, above the server's "
-                f"{self.limits.max_send_bytes / MIB:.3g} MiB message limit",
-                hint="send fewer rows per request" + ("" if binary_out else " or ask for binary output"))
-        images = await inference.infer(model, tensors, self.limits, context)
-        described: dict[str, Any] = {"name": inference.OUTPUT, "datatype": "FP32", "shape": list(images.shape)}
-        response: dict[str, Any] = {"model_name": model.name, "model_version": inference.MODEL_VERSION,
-                                    "outputs": [described]}
-        request_id = payload.get("id")
-        if isinstance(request_id, str) and request_id:
-            response["id"] = request_id
-        if binary_out:
-            data = images.tobytes()
-            described["parameters"] = {"binary_data_size": len(data)}
-            head = _json_bytes(response)
-            return Response(head + data, media_type="application/octet-stream",
-                            headers={"Inference-Header-Content-Length": str(len(head))})
-
-        def encode() -> bytes:
-            described["data"] = images.ravel().tolist()
-            return _json_bytes(response)
-
-        encoded = await asyncio.to_thread(encode) if images.nbytes > _INLINE_BYTES else encode()
-        return Response(encoded, media_type="application/json")
+        return payload, tensors, binary_out
 
     def _read_inputs(self, inputs: Any, binary: memoryview | bytes) -> dict[str, np.ndarray]:
         """Decode the request's input tensors (JSON ``data`` or binary extension)."""
@@ -522,7 +554,11 @@ class RestApp:
 
     async def decode_png(self, request: Request, context: _HttpContext) -> Response:
         body = await read_body(request, self.limits.max_receive_bytes)
-        payload = _object(_parse_json(body), "the request body")
+        if len(body) > _INLINE_BYTES:
+            payload = await asyncio.to_thread(_parse_json, body)
+        else:
+            payload = _parse_json(body)
+        payload = _object(payload, "the request body")
         unknown = sorted(set(payload) - {"latents", "labels", "nrow"})
         if unknown:
             raise InvalidInputError(f"unknown field(s) {', '.join(map(repr, unknown))}; "
