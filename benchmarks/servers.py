@@ -115,9 +115,9 @@ class ServeProcess:
         while True:
             try:
                 line = self._lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
+            except queue.Empty as exc:
                 self.stop()
-                raise TimeoutError(f"{' '.join(self.command)} did not start in {self.timeout:.0f} s") from None
+                raise TimeoutError(f"{' '.join(self.command)} did not start in {self.timeout:.0f} s") from exc
             if line is None:
                 code = self.proc.wait()
                 raise RuntimeError(f"ganport serve exited with {code} before serving; see {self.log_path}")

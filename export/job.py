@@ -82,6 +82,8 @@ class ExportJob:
     options: dict[str, Any]
     opset: int | None = None
     onnx_exporter: str | None = None
+    #: The exporters' messages from the last failed ONNX attempt (to find an opset that works).
+    onnx_failures: list[str] = field(default_factory=list)
     _cache: dict[Any, Any] = field(default_factory=dict)
 
     @property

@@ -4,7 +4,14 @@ The exporter the installed torch prefers is tried first (the dynamo exporter on 
 which needs onnxscript); if it fails on a graph, the other one (the legacy TorchScript-based
 exporter with ``dynamic_axes``) is tried, and the one used is recorded per artifact and in the
 metadata. Once one exporter has worked in a package it is tried first for the remaining graphs,
-and the first graph's opset is used for all of them, so a package is consistent.
+and the first graph's opset is used for all of them, so a package is consistent. Below opset 18
+the legacy exporter goes first (it writes the opset asked for; the dynamo exporter writes 18 and
+converts down slowly, often not at all).
+
+Everything the exporters print (the legacy exporter dumps the whole TorchScript IR graph when an
+operator is unsupported) is captured and logged at DEBUG. When an explicit ``--opset`` fails with
+every exporter, the neighbouring opsets are tried (legacy exporter first, a fraction of a second
+each) and the error names the lowest one that works for this model.
 
 ``model.fp16.onnx`` is the generator converted to half precision inside a wrapper that casts the
 float32 inputs to half and the image back to float32, so callers feed and get float32 as with
@@ -21,6 +28,7 @@ from __future__ import annotations
 import inspect
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -97,35 +105,107 @@ def build_onnx(job: ExportJob, role: str, fp16: bool = False) -> tuple[onnx.Mode
     return job.cached(("onnx", role, fp16), lambda: _build(job, role, fp16))
 
 
+def _try_export(exporter: str, graph: torch.nn.Module, job: ExportJob, role: str, opset: int | None,
+                what: str) -> onnx.ModelProto:
+    """One exporter, one opset, all its output captured; the model, or the exporter's exception."""
+    inputs, outputs = job.io_names(role)
+    with handled_warnings(f"ONNX {exporter} export of {what}"), torch.no_grad():
+        model = _EXPORTERS[exporter](graph, job.example(role), inputs, outputs, job.dynamic_shapes(role), opset)
+    _check_interface(model, inputs, outputs)
+    if opset is not None and model_opset(model) != opset:
+        # The dynamo exporter writes opset >= 18 and may not convert down: not what was asked.
+        raise ExportError(f"wrote opset {model_opset(model)} instead of the requested {opset}")
+    return model
+
+
+def _reason(exc: BaseException) -> str:
+    """An exporter's exception as one short clause (torch appends paragraphs of advice)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text.split(". ")[0][:300]
+
+
+#: Below this opset only the legacy exporter is tried while searching for one that works (the
+#: dynamo exporter writes >= 18 and converts down slowly, often not at all).
+_DYNAMO_MIN_OPSET = 18
+_ADDED_IN = re.compile(r"added in (?:opset )?version (\d+)")
+
+
+def lowest_working_opset(job: ExportJob, role: str, fp16: bool, failed: int) -> tuple[int | None, str]:
+    """Search the opsets around ``failed`` for one this graph exports at.
+
+    Tries the opsets above ``failed`` upwards (starting where an exporter said the missing
+    operator was added), legacy exporter first (a fraction of a second per try); if none works,
+    the opsets below it downwards.
+
+    Returns:
+        ``(opset, "lowest")`` or ``(opset, "highest")`` (below ``failed``), or ``(None, "")``.
+    """
+    graph = job.graph(role, torch.float16 if fp16 else torch.float32)
+    what = f"{role}{' (fp16)' if fp16 else ''}"
+    top = max(onnx.defs.onnx_opset_version(), failed)
+    hinted = [int(m) for m in _ADDED_IN.findall(" ".join(job.onnx_failures))]
+    start = max([failed + 1, *[h for h in hinted if h > failed]])
+
+    def works(candidate: int) -> bool:
+        order = [LEGACY] if candidate < _DYNAMO_MIN_OPSET else [LEGACY, DYNAMO]
+        for exporter in order:
+            try:
+                _try_export(exporter, graph, job, role, candidate, what)
+            except Exception as exc:  # exporters raise anything; this candidate does not work
+                logger.debug("opset %d with the %s exporter: %s", candidate, exporter, _reason(exc))
+                continue
+            return True
+        return False
+
+    for candidate in [*range(start, top + 1), *range(failed + 1, start)]:
+        if works(candidate):
+            return candidate, "lowest"
+    for candidate in range(failed - 1, 6, -1):
+        if works(candidate):
+            return candidate, "highest"
+    return None, ""
+
+
 def _build(job: ExportJob, role: str, fp16: bool) -> tuple[onnx.ModelProto, str]:
     graph = job.graph(role, torch.float16 if fp16 else torch.float32)
-    inputs, outputs = job.io_names(role)
-    first = job.onnx_exporter or preferred_exporter()
-    order = [first] + [e for e in (DYNAMO, LEGACY) if e != first]
     opset = job.opset or job.options.get("opset")
+    # Below opset 18 the legacy exporter writes the opset asked for directly; the dynamo exporter
+    # writes 18 and converts down (slowly, and often not at all), so it comes second there.
+    default = LEGACY if opset is not None and opset < _DYNAMO_MIN_OPSET else preferred_exporter()
+    first = job.onnx_exporter or default
+    order = [first] + [e for e in (DYNAMO, LEGACY) if e != first]
     what = f"{role}{' (fp16)' if fp16 else ''}"
     failures = []
+    job.onnx_failures = []
     for exporter in order:
         try:
-            with handled_warnings(f"ONNX {exporter} export of {what}"), torch.no_grad():
-                model = _EXPORTERS[exporter](graph, job.example(role), inputs, outputs,
-                                             job.dynamic_shapes(role), opset)
-            _check_interface(model, inputs, outputs)
-            if opset is not None and model_opset(model) != opset:
-                # The dynamo exporter writes opset >= 18 and may not convert down: not what was asked.
-                raise ExportError(f"wrote opset {model_opset(model)} instead of the requested {opset}")
+            model = _try_export(exporter, graph, job, role, opset, what)
         except Exception as exc:  # exporters raise anything from ImportError to internal errors
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            reason = _reason(exc)
             failures.append(f"{exporter}: {reason}")
-            logger.warning("the %s ONNX exporter failed on the %s: %s", exporter, what, reason)
+            job.onnx_failures.append(str(exc))
+            # Not a warning yet: if the other exporter works this is a note; if none does, the
+            # error says it all in one line.
+            logger.info("the %s ONNX exporter failed on the %s: %s", exporter, what, reason)
             continue
         if failures:
-            logger.warning("exported the %s with the %s ONNX exporter instead", what, exporter)
+            # A fallback because the first exporter could not write the requested opset is routine.
+            routine = all("instead of the requested" in f for f in failures)
+            logger.log(logging.INFO if routine else logging.WARNING, "exported the %s with the %s ONNX exporter (%s)",
+                       what, exporter, "; ".join(failures))
         job.onnx_exporter = job.onnx_exporter or exporter
         job.opset = job.opset or model_opset(model)
         logger.info("exported the %s to ONNX with the %s exporter, opset %d", what, exporter,
                     model_opset(model))
         return model, exporter
+    if opset is not None:
+        found, which = lowest_working_opset(job, role, fp16, opset)
+        if found is not None:
+            raise ExportError(f"cannot export the {what} to ONNX opset {opset} ({'; '.join(failures)}); the "
+                              f"{which} opset that works for this model is {found}",
+                              hint=f"pass --opset {found}, or leave --opset out for the exporter's default")
+        raise ExportError(f"cannot export the {what} to ONNX at opset {opset} or any other opset "
+                          f"({'; '.join(failures)})", hint="export only --format torchscript or pt2")
     raise ExportError(f"ONNX export of the {what} failed with every exporter ({'; '.join(failures)})",
                       hint="try another --opset, or export only --format torchscript")
 
@@ -157,7 +237,7 @@ def save_onnx(model: onnx.ModelProto, path: Path, metadata: Mapping[str, str]) -
                             all_tensors_to_one_file=True, location=f"{path.name}.data")
             onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{path.name} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"{path.name} fails onnx.checker: {str(exc).splitlines()[0]}") from exc
 
 
 def load_onnx(path: Path) -> tuple[Callable[[list], Any], dict[str, str]]:

@@ -4,7 +4,9 @@ Steps: validate formats and options (before any work), load the checkpoint, rebu
 in eval mode, let each selected format's writer build its graphs, complete the metadata, save
 every artifact with it, write ``manifest.json``, verify every artifact, and only then move the
 package into place. Everything is written into a temporary directory next to the destination and
-renamed at the end, so a failed or interrupted export leaves no package that looks complete.
+renamed at the end, so a failed or interrupted export leaves no package that looks complete; what
+a killed export leaves (``.NAME.<host>-<pid>.XXXXXXXX.partial``) is removed by the next export into
+the same folder (:func:`ganport.atomic.clean_debris`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ganport import __version__
+from ganport.atomic import clean_debris, temp_prefix
 from ganport.errors import ExportError
 from ganport.export.formats import OPTION_DEFAULTS, ExportFormat, check_options, select_formats
 from ganport.export.job import Artifact, ExportJob
@@ -94,6 +97,10 @@ def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     if opset is not None and (not isinstance(opset, int) or opset < 7):
         raise ExportError(f"--opset must be an integer >= 7, got {opset!r}")
     out_dir = Path(out_dir).expanduser().absolute()
+    # Staging folders of exports killed earlier (kill -9, power cut) are removed first, and a
+    # package moved aside by an interrupted replacement is put back (ganport.atomic says what
+    # counts as stale); then the destination is checked.
+    clean_debris(out_dir.parent, kinds=("partial", "old"))
     _check_destination(out_dir, overwrite)
 
     ckpt = load_checkpoint(checkpoint)
@@ -184,7 +191,7 @@ def _check_destination(out_dir: Path, overwrite: bool) -> None:
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ExportError(f"cannot create {out_dir.parent}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot create {out_dir.parent}: {exc.strerror or exc}") from exc
     if not os.access(out_dir.parent, os.W_OK | os.X_OK):
         raise ExportError(f"{out_dir.parent} is not writable", hint="choose another -o")
 
@@ -192,9 +199,9 @@ def _check_destination(out_dir: Path, overwrite: bool) -> None:
 def _make_staging(out_dir: Path) -> Path:
     # Next to the destination, so the final rename stays on one file system.
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        return Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name), suffix=".partial", dir=out_dir.parent))
     except OSError as exc:
-        raise ExportError(f"cannot write in {out_dir.parent}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot write in {out_dir.parent}: {exc.strerror or exc}") from exc
 
 
 def _fsync_tree(root: Path) -> None:
@@ -216,7 +223,7 @@ def _commit(staging: Path, out_dir: Path) -> None:
     old = None
     if out_dir.exists():
         # Rename the old package aside first: a crash between the renames leaves it recoverable.
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name), suffix=".old", dir=out_dir.parent))
         os.rmdir(old)
         os.replace(out_dir, old)
     try:
@@ -224,7 +231,7 @@ def _commit(staging: Path, out_dir: Path) -> None:
     except OSError as exc:
         if old is not None:
             os.replace(old, out_dir)
-        raise ExportError(f"cannot move the package to {out_dir}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot move the package to {out_dir}: {exc.strerror or exc}") from exc
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     staging_mode = 0o777 & ~_umask()

@@ -56,7 +56,7 @@ def verify_artifact(job: ExportJob, artifact: Artifact, path: Path, metadata: Ma
     try:
         run, found = artifact.load(path)
     except Exception as exc:  # any loader failure means the artifact is unusable
-        raise ExportError(f"{artifact.relpath} cannot be loaded back: {str(exc).splitlines()[0][:300]}") from None
+        raise ExportError(f"{artifact.relpath} cannot be loaded back: {str(exc).splitlines()[0][:300]}") from exc
     if dict(found) != dict(metadata):
         differing = sorted(k for k in set(found) | set(metadata) if found.get(k) != metadata.get(k))
         raise ExportError(f"{artifact.relpath} carries different metadata (fields {', '.join(differing)})")
@@ -70,7 +70,7 @@ def verify_artifact(job: ExportJob, artifact: Artifact, path: Path, metadata: Ma
             got = np.asarray(run([x.numpy() for x in inputs]))
         except Exception as exc:
             raise ExportError(f"{artifact.relpath} fails at batch size {batch}: "
-                              f"{str(exc).splitlines()[0][:300]}") from None
+                              f"{str(exc).splitlines()[0][:300]}") from exc
         if got.shape != expected.shape:
             raise ExportError(f"{artifact.relpath} returns shape {list(got.shape)} at batch size {batch}, "
                               f"expected {list(expected.shape)}")

@@ -47,15 +47,66 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a part not built yet
             raise
         module.register(subparsers)
+    # -v also works after the sub-command (``ganport generate PKG -v``); SUPPRESS keeps the
+    # top-level count when it is not given there.
+    for sub in subparsers.choices.values():
+        flags = [flag for flag in ("-v", "--verbose") if flag not in sub._option_string_actions]
+        if flags:  # a sub-command may define its own
+            sub.add_argument(*flags, dest="verbose", action="count", default=argparse.SUPPRESS,
+                             help="more log output (-v info and the cause of an error, -vv debug and its traceback)")
     return parser
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """One line for an install problem behind ``exc`` (a missing extra, a protobuf/grpcio version
+    that the generated gRPC code cannot run on), or None if ``exc`` is not one."""
+    from ganport.v1 import runtime_mismatch
+
+    if isinstance(exc, ModuleNotFoundError):
+        extra = {"torch": "train", "onnx": "export", "onnxruntime": "cpu", "matplotlib": "train"}
+        name = (exc.name or "").split(".")[0]
+        if name in extra:
+            return (f"this command needs the Python package {name!r}, which is not installed "
+                    f"(pip install 'ganport[{extra[name]}]')")
+    mismatch = runtime_mismatch(exc)
+    return str(mismatch) if mismatch is not None else None
+
+
+def _print_error(exc: GanportError, verbose: int) -> None:
+    """The one ``error:`` line; with -v the chain of causes, with -vv their tracebacks too."""
+    if verbose >= 2:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {exc}", file=sys.stderr)
+    if verbose == 1:
+        seen = {id(exc)}
+        cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            text = str(cause).strip().replace("\n", " | ")
+            print(f"  caused by {type(cause).__module__}.{type(cause).__qualname__}: {text[:2000]}",
+                  file=sys.stderr)
+            cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code.
 
-    Errors a user can cause print one line, ``error: ...``, and exit with 2.
+    Errors a user can cause print one line, ``error: ...``, and exit with 2. So do broken
+    installs: a missing extra, or a protobuf/grpcio that ganport's generated stubs (or
+    grpcio-health-checking's) refuse at import (see :func:`ganport.v1.runtime_mismatch`). The
+    exception that caused it (kept as ``__cause__``: ganport re-raises with ``from exc``) is
+    shown with ``-v`` (one ``caused by`` line per link) and as a full traceback with ``-vv``.
     """
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except Exception as exc:  # a command module that imports generated code at module level
+        message = _environment_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -66,19 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except GanportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc, args.verbose)
+        return 2
+    except MemoryError:
+        # Limits stop the known cases before any work; this is the backstop for the rest.
+        print("error: out of memory (ask for fewer or smaller outputs)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except ModuleNotFoundError as exc:
-        extra = {"torch": "train", "onnx": "export", "onnxruntime": "cpu", "matplotlib": "train"}
-        name = (exc.name or "").split(".")[0]
-        if name in extra:
-            print(f"error: this command needs the Python package {name!r}, which is not installed "
-                  f"(pip install 'ganport[{extra[name]}]')", file=sys.stderr)
-            return 2
-        raise
+    except Exception as exc:
+        message = _environment_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,11 +27,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ganport.errors import BackendUnavailableError, InvalidInputError, PackageError
+from ganport.quiet import quiet_loggers
 from ganport.runtime.manifest import METADATA_FILE, ModelInfo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "BackendSpec", "BACKENDS", "open_backend", "parse_device", "backend_for_file"]
+__all__ = ["Backend", "BackendSpec", "BACKENDS", "TensorSpec", "open_backend", "parse_device", "backend_for_file"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class BackendSpec:
     encoder_file: str
 
 
-#: The backends, by name.
+#: The backends, by name: the one table (the CLIs' ``--backend`` choices are its keys).
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec for spec in (
         BackendSpec("onnx", ".onnx", "onnx", "model.onnx", "encoder_onnx", "encoder.onnx"),
@@ -80,6 +81,23 @@ def parse_device(device: str) -> tuple[str, int]:
     raise InvalidInputError(f"unknown device {device!r}: valid devices are cpu, cuda, cuda:N")
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as the artifact itself declares it.
+
+    Args:
+        name: the tensor's name.
+        shape: one entry per axis: the static size, or None for a dynamic (symbolic) axis.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+
+    def describe(self) -> str:
+        """``[N, 100]``-style text (dynamic axes shown as N)."""
+        return "[" + ", ".join("N" if d is None else str(d) for d in self.shape) + "]"
+
+
 class Backend:
     """One loaded artifact. Subclasses set the attributes and implement :meth:`__call__`.
 
@@ -105,6 +123,11 @@ class Backend:
         """The ganport metadata embedded in the artifact (one JSON value per key)."""
         raise NotImplementedError
 
+    def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
+        """The inputs and outputs the artifact declares, or None where the format does not say
+        (TorchScript and pt2 take positional tensors; the runtime checks them with a probe call)."""
+        return None
+
     def check_inputs(self, expected: Sequence[str]) -> None:
         """Raise PackageError when the artifact's inputs are not ``expected`` (the package contract)."""
         if tuple(self.input_names) != tuple(expected):
@@ -120,10 +143,10 @@ class Backend:
 def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
         raise BackendUnavailableError(
             "backend 'onnx' needs onnxruntime, which is not installed",
-            hint="pip install 'ganport[cpu]' (or 'ganport[gpu]' for CUDA)") from None
+            hint="pip install 'ganport[cpu]' (or 'ganport[gpu]' for CUDA)") from exc
     return onnxruntime
 
 
@@ -150,6 +173,12 @@ class OnnxBackend(Backend):
         ort = _import_onnxruntime()
         kind, index = parse_device(device)
         options = ort.SessionOptions()
+        # Warnings and errors onnxruntime would print from C++ (a failing node, an unused
+        # initializer) repeat what the Python exception says, or say nothing a ganport user can act
+        # on; errors come back as exceptions that ganport turns into one line.
+        options.log_severity_level = 3
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
@@ -175,8 +204,8 @@ class OnnxBackend(Backend):
                 raise BackendUnavailableError(f"device {device!r} requested but onnxruntime could not start "
                                               f"CUDA for {path.name}: {exc}",
                                               hint="check the GPU driver and CUDA/cuDNN libraries, or use "
-                                                   "device='cpu'") from None
-            raise PackageError(f"cannot load ONNX model {path}: {exc}") from None
+                                                   "device='cpu'") from exc
+            raise PackageError(f"cannot load ONNX model {path}: {exc}") from exc
         self.providers = list(self.session.get_providers())
         if kind == "cuda" and (not self.providers or self.providers[0] != "CUDAExecutionProvider"):
             raise BackendUnavailableError(
@@ -190,22 +219,26 @@ class OnnxBackend(Backend):
         self.input_names = tuple(i.name for i in inputs)
         self._input_dtypes = {i.name: _ORT_DTYPES.get(i.type) for i in inputs}
         self._output_name = self.session.get_outputs()[0].name
+        self._signature = ([_tensor_spec(i) for i in inputs], [_tensor_spec(o) for o in self.session.get_outputs()])
         logger.info("loaded %s with onnxruntime providers %s", path, self.providers)
 
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
+    def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        return list(self._signature[0]), list(self._signature[1])
+
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         feeds = {name: self._cast(name, array) for name, array in feeds.items()}
         if self.device == "cpu":
-            output = self.session.run([self._output_name], feeds)[0]
+            output = self.session.run([self._output_name], feeds, self._run_options)[0]
         else:
             # A binding per call: sessions are thread-safe, bindings are not.
             binding = self.session.io_binding()
             for name, array in feeds.items():
                 binding.bind_cpu_input(name, array)
             binding.bind_output(self._output_name, "cuda", self._device_id)
-            self.session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(binding, self._run_options)
             output = binding.copy_outputs_to_cpu()[0]
         return np.asarray(output, dtype=np.float32)
 
@@ -214,16 +247,22 @@ class OnnxBackend(Backend):
         return np.ascontiguousarray(array if dtype is None else array.astype(dtype, copy=False))
 
 
+def _tensor_spec(node: Any) -> TensorSpec:
+    """onnxruntime NodeArg -> TensorSpec (symbolic or unknown dims become None)."""
+    shape = node.shape if isinstance(node.shape, (list, tuple)) else []
+    return TensorSpec(node.name, tuple(d if isinstance(d, int) and d >= 0 else None for d in shape))
+
+
 # ---------------------------------------------------------------------------------------- torch
 
 def _import_torch(backend: str) -> Any:
     try:
         # importlib keeps torch visibly out of this module's imports: the edge install has none.
         torch = importlib.import_module("torch")
-    except ImportError:
+    except ImportError as exc:
         raise BackendUnavailableError(
             f"backend {backend!r} needs PyTorch, which is not installed",
-            hint="use backend='onnx' (no torch needed), or pip install torch") from None
+            hint="use backend='onnx' (no torch needed), or pip install torch") from exc
     return torch
 
 
@@ -262,6 +301,10 @@ def _decode_extra_files(extra: Mapping[str, Any]) -> dict[str, str]:
     return text
 
 
+#: torch loggers that report load failures the exception repeats.
+_TORCH_LOAD_LOGGERS = ("torch.export", "torch._export", "torch.jit", "torch.serialization")
+
+
 class TorchModuleBackend(Backend):
     """Shared call path of the TorchScript and pt2 backends."""
 
@@ -276,15 +319,21 @@ class TorchModuleBackend(Backend):
             self.torch.set_num_threads(int(threads))
         extra = {key: "" for key in (*_METADATA_KEYS, METADATA_FILE)}
         try:
-            with warnings.catch_warnings():
-                # torch.jit.* warns that it is deprecated in favour of torch.export: not the user's concern.
+            # torch.jit.* warns that it is deprecated in favour of torch.export, and torch.export.load
+            # logs a traceback of a corrupt file before it raises: not the user's concern (the error
+            # below says what is wrong in one line).
+            with warnings.catch_warnings(), quiet_loggers(_TORCH_LOAD_LOGGERS, logging.CRITICAL):
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 self.module = self._load(extra)
         except BackendUnavailableError:
             raise
         except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for bad files
-            raise PackageError(f"cannot load {self.name} model {path}: {exc}") from None
+            # torch appends paragraphs of advice ("This is an internal miniz error. If you are..."):
+            # the first sentence of the first line says what is wrong.
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:300]
+            raise PackageError(f"cannot load {self.name} model {path}: {reason}",
+                               hint="the file is damaged or not a model; re-export the package") from exc
         self._metadata = _decode_extra_files(extra)
         logger.info("loaded %s with torch %s on %s", path, self.torch.__version__, self.device)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ganport.errors import InvalidInputError, ModelNotFoundError, PackageError
 from ganport.runtime import words
-from ganport.runtime.backends import BACKENDS, Backend, backend_for_file, open_backend
+from ganport.runtime.backends import BACKENDS, Backend, TensorSpec, backend_for_file, open_backend
 from ganport.runtime.images import from_uint8, to_uint8
 from ganport.runtime.manifest import MANIFEST_NAME, ModelInfo, read_manifest
 
@@ -73,6 +73,149 @@ def interpolate_latents(z0: np.ndarray, z1: np.ndarray, steps: int, mode: str = 
                 sin = np.sin(omega)
                 return (np.sin((1.0 - t) * omega) / sin * start + np.sin(t * omega) / sin * end).astype(np.float32)
     return ((1.0 - t) * start + t * end).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- load-time checks
+
+_REEXPORT = "re-export the model with `ganport export`, or correct the manifest"
+
+
+def _mismatch(backend: Backend, message: str) -> PackageError:
+    return PackageError(f"{backend.path} does not match the package: {message}", hint=_REEXPORT)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _describe_difference(claimed: Any, found: Any, claims: str) -> str:
+    """``class_names`` differ -> the first differing entry, not two lists of 62 names."""
+    if isinstance(claimed, list) and isinstance(found, list):
+        if len(claimed) != len(found):
+            return f"{len(claimed)} class names in {claims} but {len(found)} in the model's own metadata"
+        index = next(i for i, (a, b) in enumerate(zip(claimed, found)) if a != b)
+        return f"class {index} is {claimed[index]!r} in {claims} but {found[index]!r} in the model's own metadata"
+    return f"{claimed!r} in {claims} but {found!r} in the model's own metadata"
+
+
+def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
+                   compare_metadata: bool = True) -> None:
+    """Compare what ``info`` claims with the artifact's own inputs/outputs and metadata.
+
+    Args:
+        info: the package's description (manifest.json, or a lone file's metadata).
+        backend: the loaded artifact.
+        role: ``generator`` or ``encoder``.
+        claims: where ``info`` came from, for messages.
+        compare_metadata: also compare the fields of
+            :data:`~ganport.runtime.manifest.MODEL_FIELDS` with the artifact's embedded ganport
+            metadata (when it carries any).
+
+    Raises:
+        PackageError: one line naming the field, the claimed value and the artifact's value.
+    """
+    spec = info.io_spec()
+    expected_in = spec["inputs"] if role == "generator" else spec["encoder_inputs"]
+    expected_out = spec["outputs"] if role == "generator" else spec["encoder_outputs"]
+    names = [t["name"] for t in expected_in]
+    signature = backend.signature()
+    if signature is not None:
+        inputs, outputs = signature
+        got = [t.name for t in inputs]
+        if got != names:
+            if role == "generator" and sorted(got) in (["z"], ["label", "z"]) and info.conditional != ("label" in got):
+                what = ("conditional: inputs z, label" if info.conditional else "unconditional: input z only")
+                raise _mismatch(backend, f"kind is {info.kind!r} ({what}) in {claims} but the model's inputs "
+                                         f"are {got}")
+            raise _mismatch(backend, f"the model's inputs are {got}, the package contract says {names}")
+        if not outputs or outputs[0].name != expected_out[0]["name"]:
+            raise _mismatch(backend, f"the model's outputs are {[t.name for t in outputs]}, the package contract "
+                                     f"says [{expected_out[0]['name']!r}]")
+        for declared, wanted, kind in [*zip(inputs, expected_in, ["input"] * len(inputs)),
+                                       (outputs[0], expected_out[0], "output")]:
+            _check_shape(backend, info, declared, wanted["shape"], kind, claims)
+    backend.check_inputs(names)
+    if compare_metadata:
+        metadata = backend.metadata()
+        if "kind" in metadata:
+            found = ModelInfo.from_metadata(metadata, source=str(backend.path))
+            for field_name, claimed, actual in info.differences(found)[:1]:
+                if field_name == "class_names":
+                    raise _mismatch(backend, "class_names differ: " + _describe_difference(claimed, actual, claims))
+                raise _mismatch(backend, f"{field_name} is {claimed!r} in {claims} but {actual!r} in the "
+                                         f"model's own metadata")
+
+
+def _check_shape(backend: Backend, info: ModelInfo, declared: TensorSpec, wanted: list[int], kind: str,
+                 claims: str) -> None:
+    """One tensor's declared shape against the contract; names the manifest field that disagrees."""
+    where = f"{kind} {declared.name} has shape {declared.describe()}"
+    if len(declared.shape) != len(wanted):
+        raise _mismatch(backend, f"{where}, the package contract says rank {len(wanted)} "
+                                 f"({TensorSpec(declared.name, tuple(None if d < 0 else d for d in wanted)).describe()})")
+    for axis, (have, want) in enumerate(zip(declared.shape, wanted)):
+        if axis == 0 or have is None or want < 0 or have == want:
+            continue
+        if declared.name == "z":
+            raise _mismatch(backend, f"latent_dim is {info.latent_dim} in {claims} but {have} in the model ({where})")
+        shown = [d if d is not None else "?" for d in declared.shape[1:]]
+        raise _mismatch(backend, f"image_shape is {info.image_shape} in {claims} but {shown} in the model ({where})")
+
+
+def probe_artifacts(info: ModelInfo, model: Backend, encoder: Backend | None, claims: str) -> None:
+    """One tiny call (batch <= 2) per artifact where declared shapes cannot tell everything.
+
+    Catches what no declared shape shows: the shapes of TorchScript/pt2 models (they declare none),
+    a class count larger than the model's label embedding (labels ``0`` and ``n_classes - 1`` are
+    tried), and an AAE encoder that does not take the package's images. An unconditional ONNX
+    generator is not called: its declared shapes were checked already.
+
+    Raises:
+        PackageError: naming the manifest field whose value the model rejects.
+    """
+    if info.conditional or model.signature() is None:
+        _probe_generator(info, model, claims)
+    if encoder is not None:
+        _probe_encoder(info, encoder, claims)
+
+
+def _probe_generator(info: ModelInfo, model: Backend, claims: str) -> None:
+    d = info.latent_dim
+    feeds: dict[str, np.ndarray] = {"z": np.zeros((1, d), np.float32)}
+    labels = [0]
+    if info.conditional:
+        labels = [0, info.n_classes - 1] if info.n_classes > 1 else [0]
+        feeds = {"z": np.zeros((len(labels), d), np.float32), "label": np.array(labels, np.int64)}
+    try:
+        output = model(feeds)
+    except Exception as exc:  # any backend failure on well-formed inputs means the package is wrong
+        if info.conditional and len(labels) > 1:
+            try:
+                model({"z": feeds["z"][:1], "label": feeds["label"][:1]})
+            except Exception:
+                pass
+            else:
+                raise _mismatch(model, f"{claims} says n_classes={info.n_classes} but the model fails for label "
+                                       f"{info.n_classes - 1}: {_first_line(exc)}") from exc
+        given = f"kind={info.kind}, latent_dim={d}" + (", label 0" if info.conditional else ", no label")
+        raise _mismatch(model, f"the model fails on the inputs {claims} describes ({given}): "
+                               f"{_first_line(exc)}") from exc
+    want = (len(labels), *info.image_shape)
+    if tuple(output.shape) != want:
+        raise _mismatch(model, f"image_shape is {info.image_shape} in {claims} but the model returns images of "
+                               f"shape {list(output.shape[1:])}")
+
+
+def _probe_encoder(info: ModelInfo, encoder: Backend, claims: str) -> None:
+    d = info.latent_dim
+    try:
+        latents = encoder({"image": np.zeros((1, *info.image_shape), np.float32)})
+    except Exception as exc:
+        raise _mismatch(encoder, f"the encoder fails on images of the shape {claims} describes "
+                                 f"(image_shape={info.image_shape}): {_first_line(exc)}") from exc
+    if tuple(latents.shape) != (1, d):
+        raise _mismatch(encoder, f"latent_dim is {d} in {claims} but the encoder returns latents of shape "
+                                 f"{list(latents.shape[1:])}")
 
 
 class Generator:
@@ -165,16 +308,21 @@ class Generator:
             model = open_backend(backend, path, device, threads, spin=spin)
             info = ModelInfo.from_metadata(model.metadata(), source=str(path))
             directory = path.parent
-        model.check_inputs(["z", "label"] if info.conditional else ["z"])
+        # What the manifest (or, for a lone file, its own metadata) claims is checked against the
+        # artifact before anything is served: a wrong latent_dim, image shape, label input or
+        # class count is one PackageError here, not a failure inside onnxruntime on every call.
+        claims = str(path / MANIFEST_NAME) if path.is_dir() else f"the metadata of {path.name}"
+        check_artifact(info, model, "generator", claims, compare_metadata=path.is_dir())
 
         encoder = None
         if info.has_encoder:
             encoder_path = directory / info.files.get(spec.encoder_key, spec.encoder_file)
             if encoder_path.is_file():
                 encoder = open_backend(backend, encoder_path, device, threads, spin=spin)
-                encoder.check_inputs(["image"])
+                check_artifact(info, encoder, "encoder", claims, compare_metadata=True)
             else:
                 logger.warning("%s: AAE encoder %s not found; encode() will fail", path, encoder_path.name)
+        probe_artifacts(info, model, encoder, claims)
         generator = cls(info, model, encoder, max_batch=max_batch)
         logger.info("loaded %s (%s, latent_dim %d, image %s) with %s on %s via %s", info.name, info.kind,
                     info.latent_dim, info.image_shape, backend, model.device, ", ".join(model.providers))
@@ -263,9 +411,9 @@ class Generator:
         else:
             try:
                 items = list(labels)
-            except TypeError:
+            except TypeError as exc:
                 raise InvalidInputError(f"labels must be a class index, a class name or a sequence of them, "
-                                        f"got {type(labels).__name__}") from None
+                                        f"got {type(labels).__name__}") from exc
             resolved = np.array([self._label_index(item) for item in items], dtype=np.int64)
         if resolved.size == 1:
             return np.full(n, resolved[0], dtype=np.int64)
@@ -313,7 +461,7 @@ class Generator:
         try:
             array = np.asarray(z)
         except (ValueError, TypeError) as exc:
-            raise InvalidInputError(f"{name} must be a numeric array [N, {latent_dim}]: {exc}") from None
+            raise InvalidInputError(f"{name} must be a numeric array [N, {latent_dim}]: {exc}") from exc
         if array.dtype.kind not in "fiu":
             raise InvalidInputError(f"{name} must be a float array [N, {latent_dim}], got dtype {array.dtype}")
         if array.ndim != 2 or array.shape[1] != latent_dim:

@@ -179,7 +179,7 @@ def decode_png(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as pil:
             array = np.asarray(pil)
     except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidInputError(f"not a readable image: {exc}") from None
+        raise InvalidInputError(f"not a readable image: {exc}") from exc
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -199,7 +199,7 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     except OSError as exc:
-        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     logger.debug("wrote %s (%d bytes)", path, len(data))
     return path
 

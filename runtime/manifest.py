@@ -28,11 +28,17 @@ METADATA_FILE = "ganport.json"
 MANIFEST_FORMAT = "ganport.model"
 MANIFEST_VERSION = 1
 
-#: Kinds whose generator takes a ``label`` input.
-CONDITIONAL_KINDS = frozenset({"cgan", "cdcgan"})
-#: Kinds that also export an encoder (images -> latents).
-ENCODER_KINDS = frozenset({"aae"})
+#: Every model kind, in help order. This module is the one home of the kind tables (it is
+#: torch-free, so the trainer, export, runtime and server all import them from here).
 KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
+#: Kinds whose generator takes a ``label`` input (a tuple: its order is stable in messages).
+CONDITIONAL_KINDS = ("cgan", "cdcgan")
+#: Kinds that also export an encoder (images -> latents).
+ENCODER_KINDS = ("aae",)
+#: Fields that define what a model computes: a package's manifest and the metadata embedded in
+#: its artifacts must agree on each (name, files, dates and versions may differ: a package can be
+#: renamed, and the manifest lists files the artifacts cannot know of).
+MODEL_FIELDS = ("kind", "latent_dim", "n_classes", "class_names", "image_shape", "value_range")
 
 
 @dataclass
@@ -110,6 +116,17 @@ class ModelInfo:
             spec["encoder_outputs"] = [{"name": "z", "dtype": "float32", "shape": [-1, self.latent_dim]}]
         return spec
 
+    def differences(self, other: "ModelInfo", fields: tuple[str, ...] = MODEL_FIELDS) -> list[tuple[str, Any, Any]]:
+        """``(field, self's value, other's value)`` for each of ``fields`` where the two differ.
+
+        Example:
+            >>> a = ModelInfo("m", "gan", 100, 0, [], [1, 28, 28])
+            >>> a.differences(ModelInfo("m", "gan", 64, 0, [], [1, 28, 28]))
+            [('latent_dim', 100, 64)]
+        """
+        return [(name, getattr(self, name), getattr(other, name)) for name in fields
+                if getattr(self, name) != getattr(other, name)]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict, including the derived input/output spec."""
         data = asdict(self)
@@ -154,7 +171,7 @@ class ModelInfo:
             info.image_shape = [int(v) for v in info.image_shape]
             info.class_names = [str(c) for c in info.class_names]
         except (TypeError, ValueError) as exc:
-            raise PackageError(f"{source} has a malformed field: {exc}") from None
+            raise PackageError(f"{source} has a malformed field: {exc}") from exc
         if len(info.image_shape) != 3:
             raise PackageError(f"{source} image_shape must be [C, H, W], got {info.image_shape}")
         if info.conditional and info.n_classes != len(info.class_names):
@@ -198,7 +215,7 @@ def read_manifest(directory: str | Path) -> ModelInfo:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise PackageError(f"{path} is not valid JSON: {exc}") from None
+        raise PackageError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PackageError(f"{path} must hold a JSON object")
     return ModelInfo.from_dict(data, source=str(path))

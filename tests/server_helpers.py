@@ -113,9 +113,9 @@ class ServeProcess:
         while True:
             try:
                 line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
+            except queue.Empty as exc:
                 self.kill()
-                raise TimeoutError(f"ganport serve did not start: {''.join(self.lines)}") from None
+                raise TimeoutError(f"ganport serve did not start: {''.join(self.lines)}") from exc
             if line is None:
                 raise RuntimeError(f"ganport serve exited with {self.proc.wait()}: {''.join(self.lines)}")
             match = SERVING_LINE.search(line)

@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import gen_protos  # noqa: E402
 
-pytest.importorskip("grpc_tools", reason="grpcio-tools (the dev extra) generates the stubs")
+# The stubs come from a pinned grpcio-tools, installed once into build/ by the generator script.
+try:
+    gen_protos.tool_dir()
+except gen_protos.ToolUnavailable as exc:
+    pytest.skip(str(exc), allow_module_level=True)
 
 # FieldDescriptorProto path components in SourceCodeInfo locations.
 _MESSAGE, _ENUM, _SERVICE = 4, 5, 6
@@ -31,8 +35,8 @@ _ENUM_VALUE, _METHOD = 2, 2
 def descriptor_set(tmp_path_factory) -> dict[str, descriptor_pb2.FileDescriptorProto]:
     out = tmp_path_factory.mktemp("descriptors") / "set.pb"
     files = [str(f) for f in gen_protos.proto_files()]
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{gen_protos.PROTO_ROOT}",
-                    f"--descriptor_set_out={out}", "--include_source_info", *files], check=True)
+    gen_protos.protoc([f"-I{gen_protos.PROTO_ROOT}", f"--descriptor_set_out={out}", "--include_source_info",
+                       *files])
     result = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     return {f.name: f for f in result.file}
 

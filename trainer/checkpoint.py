@@ -120,15 +120,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found",
-                              hint="pass a .pt file written by `ganport train`")
+        raise _not_a_checkpoint(path)
+    if path.suffix in (".onnx", ".ts", ".pt2"):
+        raise CheckpointError(f"{path} is an exported model file, not a checkpoint",
+                              hint="pass the .pt written by `ganport train` (RUN/checkpoints/latest.pt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/foreign files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         reason = reason.split(". ")[0]  # torch appends paragraphs of advice
         raise CheckpointError(f"{path} is not a readable ganport checkpoint ({reason[:160]})",
-                              hint="the file may be truncated or not written by ganport") from None
+                              hint="the file may be truncated or not written by ganport") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ganport checkpoint",
                               hint="pass a .pt file written by `ganport train`")
@@ -136,6 +138,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path} lacks field(s) {', '.join(missing)}")
     return _upgrade(ckpt, path)
+
+
+def _not_a_checkpoint(path: Path) -> CheckpointError:
+    """The error for a path that is not a checkpoint file, saying what it is instead."""
+    from ganport.runtime.manifest import MANIFEST_NAME
+
+    hint = "pass a .pt file written by `ganport train`"
+    if not path.exists():
+        return CheckpointError(f"checkpoint {path} not found", hint=hint)
+    if not path.is_dir():
+        return CheckpointError(f"{path} is not a regular file", hint=hint)
+    if (path / MANIFEST_NAME).is_file():
+        return CheckpointError(f"{path} is a model package (it holds {MANIFEST_NAME}), not a checkpoint",
+                               hint="it is already exported: serve or load it as it is, or pass the .pt "
+                                    "written by `ganport train` (RUN/checkpoints/latest.pt) to export again")
+    for candidate in (path / "checkpoints" / "latest.pt", path / "latest.pt"):
+        if candidate.is_file():
+            return CheckpointError(f"{path} is a directory, not a checkpoint", hint=f"did you mean {candidate}?")
+    return CheckpointError(f"{path} is a directory, not a checkpoint", hint=hint)
 
 
 def build_from_checkpoint(ckpt: dict[str, Any], role: str = "generator", use_ema: bool = True) -> nn.Module:

@@ -516,11 +516,11 @@ def load_classifier(path: str | Path) -> ReferenceClassifier:
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"reference classifier {path} not found") from None
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"reference classifier {path} not found") from exc
     except Exception as exc:  # truncated or foreign files raise many types
         raise CheckpointError(f"{path} is not a readable reference classifier ({type(exc).__name__})",
-                              hint="delete it; it is retrained on the next evaluation") from None
+                              hint="delete it; it is retrained on the next evaluation") from exc
     if not isinstance(data, dict) or data.get("format") != CLASSIFIER_FORMAT:
         raise CheckpointError(f"{path} is not a ganport reference classifier")
     if data.get("format_version") != CLASSIFIER_VERSION:

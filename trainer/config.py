@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ganport.errors import InvalidInputError
+from ganport.runtime.manifest import CONDITIONAL_KINDS, KINDS
 
 logger = logging.getLogger(__name__)
 
-#: Model kinds ``train`` accepts (the networks live in :mod:`ganport.trainer.models`).
-KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
+# KINDS (what ``train`` accepts) and CONDITIONAL_KINDS come from ganport.runtime.manifest, their one
+# home; the networks live in :mod:`ganport.trainer.models`.
 #: Kinds whose generator is convolutional (the only ones ``arch`` applies to).
 CONV_KINDS = ("dcgan", "cdcgan", "aae")
 LOSS_NAMES = ("bce", "minimax", "lsgan")
@@ -232,7 +233,7 @@ class TrainConfig:
         _choice("loss", self.loss, LOSS_NAMES)
         _choice("device", self.device, DEVICES)
         _choice("arch", self.arch, ARCHS)
-        conditional = self.kind in ("cgan", "cdcgan")
+        conditional = self.kind in CONDITIONAL_KINDS
         if self.d_conditioning is None:
             self.d_conditioning = DEFAULT_D_CONDITIONING if conditional else "concat"
         _choice("d_conditioning", self.d_conditioning, D_CONDITIONINGS)

@@ -73,8 +73,8 @@ def _env_int(name: str, default: int) -> int:
         return default
     try:
         return int(value)
-    except ValueError:
-        raise InvalidInputError(f"environment variable {name}={value!r} must be an integer") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"environment variable {name}={value!r} must be an integer") from exc
 
 
 def setup(requested_device: str) -> DistContext:

@@ -45,11 +45,11 @@ import torch
 from torch import nn
 
 from ganport.errors import InvalidInputError
+from ganport.runtime.manifest import CONDITIONAL_KINDS
 from ganport.trainer.classifier import ClassifierSpec, ReferenceClassifier, get_classifier
 
 logger = logging.getLogger(__name__)
 
-CONDITIONAL_KINDS = ("cgan", "cdcgan")
 #: Images per generator call when drawing samples from a torch module.
 GENERATE_BATCH = 512
 #: Neighbour count of the precision/recall manifolds (Kynkäänniemi et al. use k = 3).

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ganport.errors import InvalidInputError
+from ganport.runtime.manifest import CONDITIONAL_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +375,6 @@ KIND_DESCRIPTIONS = {
     "cdcgan": "conditional convolutional GAN",
     "aae": "adversarial autoencoder: encoder, decoder/generator, image discriminator",
 }
-CONDITIONAL_KINDS = ("cgan", "cdcgan")
 
 
 def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: int,

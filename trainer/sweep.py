@@ -103,8 +103,8 @@ def convert_value(name: str, text: str) -> Any:
             return int(text)
         if kind.startswith("float"):
             return float(text)
-    except ValueError:
-        raise InvalidInputError(f"{name}={text!r} is not a valid {kind.split(' ')[0]}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"{name}={text!r} is not a valid {kind.split(' ')[0]}") from exc
     return text
 
 
@@ -183,7 +183,7 @@ def _load_state(path: Path, definition: Mapping[str, Any]) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{path} is not valid JSON ({exc.msg})",
-                                hint="delete it to start the sweep over") from None
+                                hint="delete it to start the sweep over") from exc
     if state.get("format") != SWEEP_FORMAT:
         raise InvalidInputError(f"{path} is not a ganport sweep state file")
     saved = json.loads(json.dumps(state.get("definition", {}), default=str))
@@ -315,7 +315,7 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
         except futures.BrokenExecutor as exc:  # the pool is gone: stop, do not blame the run
             entry["status"] = "interrupted"
             _write_json_atomic(state_path, state)
-            raise _worker_died(exc) from None
+            raise _worker_died(exc) from exc
         except (GanportError, RuntimeError, ValueError, FloatingPointError) as exc:
             # One diverging or impossible combination must not sink the whole sweep.
             logger.warning("run %s failed: %s", rid, exc)
@@ -484,7 +484,7 @@ def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[st
                     try:
                         running[pool.submit(_train_run_logged, config)] = (index, entry)
                     except futures.BrokenExecutor as exc:
-                        raise _worker_died(exc) from None
+                        raise _worker_died(exc) from exc
                 done, _ = futures.wait(running, timeout=STATUS_INTERVAL, return_when=futures.FIRST_COMPLETED)
                 for future in done:
                     index, entry = running.pop(future)

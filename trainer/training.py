@@ -69,7 +69,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganport.atomic import clean_debris
 from ganport.errors import CheckpointError, InvalidInputError
+from ganport.progress import progress_bar
 from ganport.trainer import distributed
 from ganport.trainer.checkpoint import (capture_rng_state, load_checkpoint, network_entry,
                                         restore_rng_state, save_checkpoint)
@@ -78,8 +80,9 @@ from ganport.trainer.ema import EMA
 from ganport.trainer.loader import make_loader
 from ganport.trainer.losses import (aae_regularised_loss, auxiliary_class_loss, discriminator_loss,
                                     get_loss)
-from ganport.trainer.models import CONDITIONAL_KINDS, build_networks
+from ganport.trainer.models import build_networks
 from ganport.runtime.images import make_grid, to_uint8
+from ganport.runtime.manifest import CONDITIONAL_KINDS
 from ganport.trainer.plots import save_loss_curve, save_sample_grid
 from ganport.trainer.tb import TensorBoardLogger
 
@@ -156,7 +159,7 @@ def _load_resume(config: TrainConfig) -> dict[str, Any]:
     try:
         conflicts = config.conflicts_with(saved)
     except InvalidInputError as exc:
-        raise CheckpointError(f"{config.resume}: its training config is unreadable ({exc})") from None
+        raise CheckpointError(f"{config.resume}: its training config is unreadable ({exc})") from exc
     if conflicts:
         details = ", ".join(f"{name}={getattr(config, name)!r} (checkpoint: {saved.get(name)!r})"
                             for name in conflicts)
@@ -250,7 +253,7 @@ class _Trainer:
                 self.scaler.load_state_dict(ckpt["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             reason = str(exc).splitlines()[0][:200]
-            raise CheckpointError(f"{self.config.resume} does not fit this model: {reason}") from None
+            raise CheckpointError(f"{self.config.resume} does not fit this model: {reason}") from exc
         self.step = int(ckpt["step"])
         if self.step >= self.total_steps:
             raise InvalidInputError(
@@ -318,6 +321,9 @@ class _Trainer:
             return
         self.sample_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        # Temp files of checkpoint writes a kill -9 interrupted (.step_N.pt.<host>-<pid>.XXXX.tmp):
+        # removed when their writer is gone (ganport.atomic.clean_debris says what is stale).
+        clean_debris(self.ckpt_dir, kinds=("tmp",))
         (run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         self._records = self._read_metrics(upto=self.step)
 
@@ -618,14 +624,13 @@ class _Trainer:
                            self._records[-1] if self._records else {}, cfg)
 
     def _loop(self, step_fn: Any) -> None:
-        from tqdm import tqdm
-
         cfg = self.config
         for model in self.models.values():
             model.train()
         n_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main,
-                   dynamic_ncols=True, mininterval=0.5, file=sys.stderr, unit="step")
+        # A live bar on a terminal; redirected (a log file, a sweep worker), one line per log interval.
+        bar = progress_bar(self.total_steps, initial=self.step, enabled=self.ctx.is_main, file=sys.stderr,
+                           unit="step", every=cfg.log_every)
         window: list[dict[str, torch.Tensor]] = []
         window_images, window_start = 0, time.perf_counter()
         display_every = max(1, min(10, cfg.log_every))
@@ -633,7 +638,7 @@ class _Trainer:
             while self.step < self.total_steps and not self._should_stop():
                 epoch, start_batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, start_batch)
-                bar.set_description(f"epoch {epoch + 1}/{n_epochs}", refresh=False)
+                bar.set_description(f"epoch {epoch + 1}/{n_epochs}")
                 for batch_index, (images, labels) in enumerate(self.loader, start=start_batch):
                     step_start = time.perf_counter()
                     images = images.to(self.device, non_blocking=True)
@@ -642,12 +647,13 @@ class _Trainer:
                     window_images += images.shape[0]
                     self.step += 1
                     self.elapsed += time.perf_counter() - step_start
-                    bar.update(1)
+                    postfix: dict[str, str] = {}
                     if self.step % display_every == 0 or self.step % cfg.log_every == 0:
                         latest = {k: float(v) for k, v in window[-1].items()
                                   if k in ("d_loss", "g_loss", "recon_loss")}
-                        bar.set_postfix(batch=f"{batch_index + 1}/{self.steps_per_epoch}",
-                                        **{k: f"{v:.3f}" for k, v in latest.items()})
+                        postfix = {"batch": f"{batch_index + 1}/{self.steps_per_epoch}",
+                                   **{k: f"{v:.3f}" for k, v in latest.items()}}
+                    bar.update(1, **postfix)
                     done = self.step >= self.total_steps
                     eval_due = bool(cfg.eval_every) and self.step % (cfg.eval_every * self.steps_per_epoch) == 0
                     if self.step % cfg.log_every == 0 or done or eval_due:

@@ -99,7 +99,7 @@ class ModelInfo(_message.Message):
     max_stream_count: int
     max_text_length: int
     manifest_json: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., latent_dim: _Optional[int] = ..., n_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., image_shape: _Optional[_Iterable[int]] = ..., value_range: _Optional[_Iterable[float]] = ..., conditional: _Optional[bool] = ..., has_encoder: _Optional[bool] = ..., dataset: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_count: _Optional[int] = ..., max_stream_count: _Optional[int] = ..., max_text_length: _Optional[int] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., latent_dim: _Optional[int] = ..., n_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., image_shape: _Optional[_Iterable[int]] = ..., value_range: _Optional[_Iterable[float]] = ..., conditional: bool = ..., has_encoder: bool = ..., dataset: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_count: _Optional[int] = ..., max_stream_count: _Optional[int] = ..., max_text_length: _Optional[int] = ..., manifest_json: _Optional[str] = ...) -> None: ...
 
 class Labels(_message.Message):
     __slots__ = ("indices", "names")

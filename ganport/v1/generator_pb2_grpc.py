@@ -5,7 +5,7 @@ import warnings
 
 from ganport.v1 import generator_pb2 as ganport_dot_v1_dot_generator__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in ganport/v1/generator_pb2_grpc.py depends on'
+        + f' but the generated code in ganport/v1/generator_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class GeneratorServiceStub:
+class GeneratorServiceStub(object):
     """Image generation, latent decoding, encoding and word rendering for the served models.
     """
 
@@ -72,7 +72,7 @@ class GeneratorServiceStub:
                 _registered_method=True)
 
 
-class GeneratorServiceServicer:
+class GeneratorServiceServicer(object):
     """Image generation, latent decoding, encoding and word rendering for the served models.
     """
 
@@ -173,7 +173,7 @@ def add_GeneratorServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class GeneratorService:
+class GeneratorService(object):
     """Image generation, latent decoding, encoding and word rendering for the served models.
     """
 

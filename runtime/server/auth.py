@@ -27,7 +27,7 @@ def _read_pem(value: Union[str, bytes, Path], what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise GanportError(f"cannot read TLS {what} {path}: {exc.strerror or exc}") from None
+        raise GanportError(f"cannot read TLS {what} {path}: {exc.strerror or exc}") from exc
 
 
 def server_credentials(cert: Union[str, bytes, Path], key: Union[str, bytes, Path],

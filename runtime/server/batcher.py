@@ -117,7 +117,7 @@ class BatcherStats:
 
 Piece = tuple[_Request, int, int]  # (request, first row, number of rows)
 # Most loop iterations a batch start yields to runnable handlers (see _let_arrivals_queue).
-_MAX_YIELDS = 16
+_MAX_YIELDS = 64
 
 
 class DynamicBatcher:

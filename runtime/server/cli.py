@@ -52,7 +52,9 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--backend", choices=("onnx", "torchscript", "pt2"), default="onnx",
+    from ganport.runtime.backends import BACKENDS
+
+    p.add_argument("--backend", choices=tuple(BACKENDS), default="onnx",
                    help="artifact to run (default onnx; torchscript/pt2 need torch)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU inference threads per model (default: the CPU cores divided among the models)")
@@ -205,7 +207,7 @@ def _remote(call):
         return call()
     except grpc.RpcError as exc:
         code = exc.code().name if exc.code() is not None else "UNKNOWN"
-        raise RemoteError(f"{code}: {exc.details()}") from None
+        raise RemoteError(f"{code}: {exc.details()}") from exc
 
 
 def _labels(values):
@@ -249,7 +251,7 @@ def _client_decode(args: argparse.Namespace) -> int:
     try:
         latents = np.load(args.latents, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read latents from {args.latents}: {exc}") from None
+        raise InvalidInputError(f"cannot read latents from {args.latents}: {exc}") from exc
     if latents.ndim == 1:
         latents = latents[None]
     with _connect(args) as client:
@@ -269,7 +271,7 @@ def _client_encode(args: argparse.Namespace) -> int:
         try:
             data = open(path, "rb").read()
         except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
         images.append(decode_png(data))
     if len({im.shape for im in images}) != 1:
         raise InvalidInputError("all images must have the same size")

@@ -35,9 +35,9 @@ def encoding_from_name(name: str) -> int:
     """``"png" | "uint8" | "float32"`` -> the ``ImageEncoding`` value."""
     try:
         return ENCODING_NAMES[name.lower()]
-    except KeyError:
+    except KeyError as exc:
         raise InvalidInputError(f"unknown image encoding {name!r}: valid encodings are "
-                                f"{', '.join(ENCODING_NAMES)}") from None
+                                f"{', '.join(ENCODING_NAMES)}") from exc
 
 
 def resolve_encoding(value: int, allowed: Sequence[int] = (PNG, RAW_UINT8, RAW_FLOAT32)) -> int:

@@ -84,7 +84,7 @@ class DataInfo:
             class_names = [str(c) for c in data.get("class_names", [])]
             value_range = [float(v) for v in data.get("value_range", VALUE_RANGE)]
         except (TypeError, ValueError) as exc:
-            raise DatasetError(f"data info has a malformed field: {exc}") from None
+            raise DatasetError(f"data info has a malformed field: {exc}") from exc
         if len(shape) != 3 or min(shape) <= 0:
             raise DatasetError(f"data info image_shape must be [C, H, W] > 0, got {shape}")
         if len(value_range) != 2:
@@ -199,8 +199,8 @@ def int_option(
                 value = int(value)
             else:
                 raise ValueError
-        except ValueError:
-            raise DatasetError(f"{dataset}: option {name}={value!r} must be an integer") from None
+        except ValueError as exc:
+            raise DatasetError(f"{dataset}: option {name}={value!r} must be an integer") from exc
     value = int(value)
     if choices:
         if value not in choices:
@@ -218,8 +218,8 @@ def float_option(name: str, value: Any, *, dataset: str, low: float, high: float
     """Validate a float option in ``[low, high]``."""
     try:
         out = float(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{dataset}: option {name}={value!r} must be a number") from None
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{dataset}: option {name}={value!r} must be a number") from exc
     if not (low <= out <= high):
         raise DatasetError(f"{dataset}: option {name}={out} must be in [{low}, {high}]")
     return out

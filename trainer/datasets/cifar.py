@@ -62,8 +62,8 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         try:
             return _ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file") from None
+        except KeyError as exc:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file") from exc
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
@@ -76,12 +76,12 @@ def read_pickle(path: Path) -> dict[str, Any]:
     try:
         data = SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except OSError as exc:
-        raise DatasetError(f"{path.name}: cannot be read ({exc})") from None
+        raise DatasetError(f"{path.name}: cannot be read ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - unpickling a foreign file can raise almost anything
         raise DatasetError(
             f"{path.name}: not a CIFAR python batch ({type(exc).__name__}: {exc})",
             hint="expected a pickled dict from the 'CIFAR python version' archive",
-        ) from None
+        ) from exc
     if not isinstance(data, dict):
         raise DatasetError(f"{path.name}: expected a pickled dict, found {type(data).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in data.items()}

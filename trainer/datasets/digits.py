@@ -48,10 +48,10 @@ def load_digits_dataset(
     """
     try:
         from sklearn.datasets import load_digits
-    except ImportError:
+    except ImportError as exc:
         raise DatasetError(
             f"{NAME} needs scikit-learn, which is not installed", hint="pip install 'ganport[train]'"
-        ) from None
+        ) from exc
     bunch = load_digits()
     pixels = bunch.images.astype(np.float32)  # [1797, 8, 8], values 0..16
     labels = bunch.target.astype(np.int64)

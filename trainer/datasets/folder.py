@@ -62,7 +62,7 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
             image = ImageOps.exif_transpose(opened)
             image = image.convert("RGB" if channels == 3 else "L")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot be read as an image ({exc})", hint="remove or replace the file") from None
+        raise DatasetError(f"{path}: cannot be read as an image ({exc})", hint="remove or replace the file") from exc
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2

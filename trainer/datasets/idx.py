@@ -76,7 +76,7 @@ def read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
         kind = "gzip data is corrupt or truncated" if path.suffix == ".gz" else "cannot be read"
-        raise DatasetError(f"{path.name}: {kind} ({exc})", hint=f"re-extract or re-download {path}") from None
+        raise DatasetError(f"{path.name}: {kind} ({exc})", hint=f"re-extract or re-download {path}") from exc
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -220,7 +220,7 @@ def read_emnist_mapping(path: Path) -> dict[int, str]:
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path.name}: cannot be read ({exc})") from None
+        raise DatasetError(f"{path.name}: cannot be read ({exc})") from exc
     mapping: dict[int, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -229,8 +229,8 @@ def read_emnist_mapping(path: Path) -> dict[int, str]:
         try:
             label, code = int(fields[0]), int(fields[1])
             name = chr(code)
-        except (ValueError, IndexError, OverflowError):
-            raise DatasetError(f"{path.name}: line {number} is {line!r}, expected 'label ascii_code'") from None
+        except (ValueError, IndexError, OverflowError) as exc:
+            raise DatasetError(f"{path.name}: line {number} is {line!r}, expected 'label ascii_code'") from exc
         mapping[label] = name
     if not mapping:
         raise DatasetError(f"{path.name}: no 'label ascii_code' lines found")

@@ -210,8 +210,8 @@ def load_dataset(
         raise DatasetError(f"image_size must be at least 4, got {image_size}")
     try:
         seed = int(seed)
-    except (TypeError, ValueError):
-        raise DatasetError(f"seed must be an integer, got {seed!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"seed must be an integer, got {seed!r}") from exc
     if seed < 0:
         raise DatasetError(f"seed must be >= 0, got {seed}")
     logger.debug("loading %s split=%s image_size=%s n=%s seed=%s %s", spec.name, split, image_size, n, seed, options)

@@ -45,7 +45,7 @@ def _read_class_names(path: Path) -> list[str]:
     try:
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path.name}: cannot be read ({exc})") from None
+        raise DatasetError(f"{path.name}: cannot be read ({exc})") from exc
     if len(names) != 10:
         raise DatasetError(f"{path.name}: lists {len(names)} class names, expected 10 (one per line)")
     return names
