@@ -601,3 +601,26 @@ def test_web_page_renders_a_word_in_chromium(server, gens, chromium, tmp_path):
     assert len(np.unique(pixels)) > 20 and pixels[150:, :].std() > 10
     # The server saw the page's request for the word.
     assert server.metrics.count("ganport_requests_total", model="glyphs", method="HTTP RenderWord", code="OK") >= 2
+
+
+# -------------------------------------------------------------------- a client in another language
+
+def test_javascript_client_written_from_the_readme(server, gens):
+    """tests/clients/kserve_rest.mjs: a KServe v2 REST client in plain Node.js from the README."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("no node command on this machine")
+    script = Path(__file__).parent / "clients" / "kserve_rest.mjs"
+    done = subprocess.run([node, str(script), server.http_url, "glyphs"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    z = (0.01 * np.arange(3 * 8, dtype=np.float64)).astype(np.float32).reshape(3, 8)
+    expected = gens["glyphs"].run(z, np.arange(3))
+    assert got["ready"] is True and got["platform"] == "onnxruntime_onnx" and got["latent"] == 8
+    assert got["json"]["status"] == 200 and got["json"]["id"] == "node-1" and got["json"]["shape"] == [3, 1, 12, 12]
+    np.testing.assert_allclose(np.asarray(got["json"]["data"], np.float32).reshape(3, 1, 12, 12), expected, atol=1e-6)
+    assert got["binary"]["status"] == 200 and got["binary"]["size"] == expected.nbytes
+    np.testing.assert_allclose(np.asarray(got["binary"]["data"], np.float32).reshape(3, 1, 12, 12), expected,
+                               atol=1e-6)
+    assert got["missing"]["status"] == 404 and "not served here" in got["missing"]["error"]
