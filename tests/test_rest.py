@@ -624,3 +624,22 @@ def test_javascript_client_written_from_the_readme(server, gens):
     np.testing.assert_allclose(np.asarray(got["binary"]["data"], np.float32).reshape(3, 1, 12, 12), expected,
                                atol=1e-6)
     assert got["missing"]["status"] == 404 and "not served here" in got["missing"]["error"]
+
+
+def test_client_that_goes_away_is_dropped_before_running(models_dir):
+    """As for a cancelled gRPC call: the queued request is dropped, the model never runs it."""
+    server, _ = create_server("127.0.0.1:0", models_dir / "rgb", http_port=0, max_delay_ms=400)
+    server.start()
+    try:
+        body = json.dumps(_infer_json(np.zeros((1, 6), np.float32))).encode()
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
+            sock.sendall(b"POST /v2/models/rgb/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.1)  # queued, waiting for the 400 ms batch window
+        time.sleep(0.6)
+        stats = server.metrics.model_stats("rgb")
+        assert stats["dropped"] == 1 and stats["batches"] == 0
+        assert server.metrics.count("ganport_requests_total", method="HTTP ModelInfer", code="CANCELLED") == 1
+        assert post(server, "/v2/models/rgb/infer", body).status == 200  # and it keeps serving
+    finally:
+        server.stop(grace=1)

@@ -48,6 +48,7 @@ from ganport import __version__
 from ganport.errors import GanportError, InvalidInputError, ResourceExhaustedError
 from ganport.runtime.images import encode_png, make_grid
 from ganport.runtime.server import codec, inference
+from ganport.runtime.server.batcher import RequestDroppedError
 from ganport.runtime.server.rpc import CallGuard
 from ganport.runtime.server.servicer import MIB, GeneratorServicer, Limits, ModelRegistry, check_count
 from ganport.runtime.server.status import (RequestTooLargeError, UnimplementedError,
@@ -76,6 +77,8 @@ class _HttpContext:
     def __init__(self, request: Request, timeout: Optional[float] = None):
         self._request = request
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        #: The request body (POST), read within the limits before the handler runs.
+        self.body = b""
 
     def invocation_metadata(self):
         value = self._request.headers.get("authorization")
@@ -194,6 +197,34 @@ def _flatten(data: Any, depth: int) -> Any:
     return data
 
 
+async def _wait_for_disconnect(request: Request) -> None:
+    """Return when the client closes the connection (call only once the body has been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """Await ``work``; if the client goes away first, cancel it (a queued model request is then
+    dropped by the batcher, as for a cancelled gRPC call) and raise a ``cancelled`` drop."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        watcher.cancel()
+        raise
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - the client is gone; nothing can be answered
+        pass
+    raise RequestDroppedError("the client closed the connection before the answer was ready", "cancelled")
+
+
 def _png_response(png: bytes, headers: dict[str, str]) -> Response:
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store", **headers})
 
@@ -273,7 +304,9 @@ class RestApp:
             try:
                 if not is_open:
                     guard.check_token(context)
-                return await handler(request, context)
+                if request.method == "POST":
+                    context.body = await read_body(request, self.limits.max_receive_bytes)
+                return await _unless_disconnected(request, handler(request, context))
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
                 status, code, message = http_status_for(exc)
                 if status >= 500 and code is grpc.StatusCode.INTERNAL:
@@ -338,7 +371,7 @@ class RestApp:
         return callable(getattr(self.models, "load", None)) and callable(getattr(self.models, "unload", None))
 
     async def repository_index(self, request: Request, context: _HttpContext) -> Response:
-        body = await read_body(request, self.limits.max_receive_bytes)
+        body = context.body
         if body.strip():
             options = _object(_parse_json(body), "the request body")
             ready = options.get("ready", False)
@@ -347,13 +380,11 @@ class RestApp:
         return _json(inference.repository_index(self.models))
 
     async def load(self, request: Request, context: _HttpContext) -> Response:
-        await read_body(request, self.limits.max_receive_bytes)
         raise UnimplementedError(f"this server cannot load models while running (asked for "
                                  f"{request.path_params['name']!r}); served models: {', '.join(self.models)}",
                                  hint="put the package in MODELS_DIR and restart `ganport serve`")
 
     async def unload(self, request: Request, context: _HttpContext) -> Response:
-        await read_body(request, self.limits.max_receive_bytes)
         raise UnimplementedError(f"this server cannot unload models while running (asked for "
                                  f"{request.path_params['name']!r})",
                                  hint="remove the package from MODELS_DIR and restart `ganport serve`")
@@ -361,7 +392,7 @@ class RestApp:
     # -- KServe v2: infer ----------------------------------------------------------------------
     async def infer(self, request: Request, context: _HttpContext) -> Response:
         model = self._model(request)
-        body = await read_body(request, self.limits.max_receive_bytes)
+        body = context.body
         header_length = request.headers.get(HEADER_LENGTH)
         if len(body) > _INLINE_BYTES:  # parsing big JSON would hold up every other request on the loop
             parsed = await asyncio.to_thread(self._parse_infer, model, body, header_length, context)
@@ -553,7 +584,7 @@ class RestApp:
                                                   "X-Ganport-Labels": _labels_header(reply.labels)})
 
     async def decode_png(self, request: Request, context: _HttpContext) -> Response:
-        body = await read_body(request, self.limits.max_receive_bytes)
+        body = context.body
         if len(body) > _INLINE_BYTES:
             payload = await asyncio.to_thread(_parse_json, body)
         else:
