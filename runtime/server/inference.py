@@ -166,7 +166,7 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
 
 
 #: Triton ``backend`` per ganport backend.
-BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pytorch"}
+TRITON_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pytorch"}
 _CONFIG_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 
 
@@ -193,7 +193,7 @@ def model_config(model: ServedModel, limits: Limits) -> dict[str, Any]:
     return {
         "name": model.name,
         "platform": PLATFORMS.get(model.backend, model.backend),
-        "backend": BACKENDS.get(model.backend, model.backend),
+        "backend": TRITON_BACKENDS.get(model.backend, model.backend),
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": int(limits.max_count),
         "input": [tensor(e) for e in spec["inputs"]],
