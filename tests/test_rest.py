@@ -510,11 +510,29 @@ def test_token_and_tls(models_dir, gens, tmp_path):
         server.stop(grace=1)
 
 
-def test_http_port_in_use_is_an_error(models_dir, server):
+def test_http_port_in_use_or_bad_tls_is_an_error_and_pem_in_memory_works(models_dir, server, tmp_path):
     from ganport.errors import GanportError
 
     with pytest.raises(GanportError, match="cannot listen for HTTP"):
         create_server("127.0.0.1:0", models_dir / "rgb", http_port=server.http_port)
+    cert, _ = server_helpers.make_certificate(tmp_path / "a", name="a")
+    _, other_key = server_helpers.make_certificate(tmp_path / "b", name="b")
+    with socket.socket() as probe:  # a port free now, to check it is released after the failure
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with pytest.raises(GanportError):  # a key that does not match the certificate
+        create_server("127.0.0.1:0", models_dir / "rgb", http_port=free, tls=(str(cert), str(other_key)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", free))
+    # PEM given in memory works too (written to a private temporary file for uvicorn, then removed).
+    cert, key = server_helpers.make_certificate(tmp_path / "c", name="c")
+    srv, _ = create_server("127.0.0.1:0", models_dir / "rgb", http_port=0, tls=(cert.read_bytes(), key.read_bytes()))
+    srv.start()
+    try:
+        reply = call(srv.http_url, "GET", "/v2/health/live", context=ssl.create_default_context(cafile=str(cert)))
+        assert reply.json() == {"live": True}
+    finally:
+        srv.stop(grace=1)
 
 
 def test_serve_command_with_http(models_dir, gens):

@@ -699,13 +699,18 @@ class HttpServer:
 
     async def start(self) -> None:
         """Start serving (on the running loop); returns once the socket accepts connections."""
-        self._task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.sock]),
-                                                            name="ganport-http")
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name="ganport-http")
         while not self.server.started:
             if self._task.done():
                 self._task.result()  # raises what stopped it
                 raise GanportError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock])
+        except SystemExit as exc:  # uvicorn exits the process when its startup fails: not ours to end
+            raise GanportError("the HTTP server failed to start (see the log)") from exc
 
     async def stop(self, grace: Optional[float]) -> None:
         """Stop accepting, give requests in flight ``grace`` seconds, then close them."""
@@ -716,5 +721,7 @@ class HttpServer:
         self.server.should_exit = True
         try:
             await self._task
+        except Exception:  # noqa: BLE001 - stopping must go on (the batchers still close)
+            logger.exception("the HTTP server failed while stopping")
         finally:
             self.sock.close()
