@@ -94,7 +94,9 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[Any], values: S
     if len(values) != count:
         raise InvalidInputError(f"input {name!r}: {len(values)} values, shape {list(dims)} needs {count}")
     try:
-        array = np.asarray(values, dtype=dtype)
+        # Out-of-range floats become inf (refused later as non-finite latents), without a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"input {name!r}: values must be {datatype} numbers") from exc
     if array.shape != (count,):

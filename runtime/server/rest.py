@@ -508,6 +508,9 @@ class RestApp:
                     raise InvalidInputError(f"input {name!r} has no 'data' and no binary_data_size parameter")
                 inference.check_input(name, datatype, shape, self.limits)  # bounds before touching data
                 values = _flatten(item["data"], len(shape) - 1)
+                if datatype.startswith("INT") and not all(type(v) is int for v in values):
+                    # numpy would truncate 1.5 to 1 and read true as 1: a label must be an integer.
+                    raise InvalidInputError(f"input {name!r}: values must be {datatype} numbers (JSON integers)")
                 tensors[name] = inference.tensor_from_values(name, datatype, shape, values, self.limits)
         if offset != len(binary):
             raise InvalidInputError(f"{len(binary)} bytes of binary data after the JSON header but the inputs' "
