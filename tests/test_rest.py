@@ -34,7 +34,7 @@ import runtime_helpers
 import server_helpers
 from ganport.runtime import Generator
 from ganport.runtime.images import decode_png, make_grid
-from ganport.runtime.server import create_server
+from ganport.runtime.server import create_server, inference
 
 TIMEOUT = 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -123,18 +123,21 @@ def test_health_metadata_config_and_statistics(server, gens):
     meta = get(server, "/v2").json()
     assert meta["name"] == "ganport" and "binary_tensor_data" in meta["extensions"]
     for path in ("/v2/models/glyphs", "/v2/models/glyphs/versions/1"):
-        assert get(server, path).json() == {
-            "name": "glyphs", "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": "z", "datatype": "FP32", "shape": [-1, 8]},
-                       {"name": "label", "datatype": "INT64", "shape": [-1]}],
-            "outputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 12, 12]}]}
+        meta = get(server, path).json()
+        assert meta == inference.model_metadata(server.models["glyphs"])  # the shared core, as gRPC
+        assert (meta["name"], meta["versions"], meta["platform"]) == ("glyphs", ["1"], "onnxruntime_onnx")
+        assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [("z", "FP32"), ("label", "INT64")]
+        assert meta["inputs"][0]["shape"] == [-1, 8] and meta["inputs"][1]["shape"][0] == -1
+        assert meta["outputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 12, 12]}]
         assert get(server, path + "/ready").json() == {"name": "glyphs", "ready": True}
     config = get(server, "/v2/models/glyphs/config").json()
-    assert config["max_batch_size"] == 256 and config["platform"] == "onnxruntime_onnx"
-    assert config["input"] == [{"name": "z", "data_type": "TYPE_FP32", "dims": [8]},
-                               {"name": "label", "data_type": "TYPE_INT64", "dims": [1], "reshape": {"shape": []}}]
-    assert config["output"] == [{"name": "image", "data_type": "TYPE_FP32", "dims": [1, 12, 12]}]
-    assert config["dynamic_batching"]["preferred_batch_size"] == [64]
+    assert config == inference.model_config(server.models["glyphs"])
+    assert config["max_batch_size"] == 64 and config["platform"] == "onnxruntime_onnx"
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [
+        ("z", "TYPE_FP32", [8]), ("label", "TYPE_INT64", [1])]  # the label as the Triton export writes it
+    assert config["input"][1]["reshape"] == {"shape": []}
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["output"]] == [("image", "TYPE_FP32", [1, 12, 12])]
+    assert "dynamic_batching" in config
     assert "label" not in {t["name"] for t in get(server, "/v2/models/rgb/config").json()["input"]}
     stats = get(server, "/v2/models/stats").json()["model_stats"]
     assert [s["name"] for s in stats] == ["broken", "glyphs", "rgb"]
@@ -189,7 +192,7 @@ def test_tritonclient_http_unchanged(server, gens):
     # tritonclient's __del__ joins a gevent pool, which fails in any thread but the client's own:
     # collect the client here rather than wherever the garbage collector happens to run next.
     gc.collect()
-    counted = server.metrics.count("ganport_requests_total", model="glyphs", method="HTTP ModelInfer", code="OK")
+    counted = server.metrics.count("ganport_requests_total", model="glyphs", method="ModelInfer", code="OK")
     assert counted >= 8
 
 
@@ -206,7 +209,7 @@ def _tritonclient_script(server, gens):
         metadata = client.get_model_metadata("glyphs", model_version="1")
         assert [i["name"] for i in metadata["inputs"]] == ["z", "label"]
         config = client.get_model_config("glyphs")
-        assert config["input"][1]["dims"] == [1] and config["max_batch_size"] == 256
+        assert config["input"][1]["dims"] == [1] and config["max_batch_size"] == 64
         assert [m["name"] for m in client.get_model_repository_index()] == ["broken", "glyphs", "rgb"]
 
         z = gen.sample_latents(5, seed=7)
@@ -621,7 +624,7 @@ def test_web_page_renders_a_word_in_chromium(server, gens, chromium, tmp_path):
     # picture area (below the form) is not one flat colour.
     assert len(np.unique(pixels)) > 20 and pixels[150:, :].std() > 10
     # The server saw the page's request for the word.
-    assert server.metrics.count("ganport_requests_total", model="glyphs", method="HTTP RenderWord", code="OK") >= 2
+    assert server.metrics.count("ganport_requests_total", model="glyphs", method="RenderWord", code="OK") >= 2
 
 
 # -------------------------------------------------------------------- a client in another language
@@ -660,7 +663,7 @@ def test_client_that_goes_away_is_dropped_before_running(models_dir):
         time.sleep(0.6)
         stats = server.metrics.model_stats("rgb")
         assert stats["dropped"] == 1 and stats["batches"] == 0
-        assert server.metrics.count("ganport_requests_total", method="HTTP ModelInfer", code="CANCELLED") == 1
+        assert server.metrics.count("ganport_requests_total", method="ModelInfer", code="CANCELLED") == 1
         assert post(server, "/v2/models/rgb/infer", body).status == 200  # and it keeps serving
     finally:
         server.stop(grace=1)

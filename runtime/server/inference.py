@@ -172,14 +172,14 @@ TRITON_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pyto
 _CONFIG_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 
 
-def model_config(model: ServedModel, limits: Limits) -> dict[str, Any]:
+def model_config(model: ServedModel) -> dict[str, Any]:
     """The model's configuration in Triton's ``ModelConfig`` shape (as Triton's JSON shows it).
 
-    Matches the ``config.pbtxt`` that ``ganport export --format triton`` writes: dims without the
-    batch axis, the ``[N]`` label declared as ``dims: [1]`` (so a Triton client sends ``[N, 1]``;
-    ganport accepts ``[N]`` too). ``max_batch_size`` is the largest request ganport accepts
-    (``limits.max_count``; bigger requests than the model's batch are split by the batcher), and
-    ``dynamic_batching.preferred_batch_size`` is the batcher's ``max_batch`` (rows per model call).
+    Matches the ``config.pbtxt`` that ``ganport export --format triton`` writes: implicit batch
+    axis with ``max_batch_size`` = the batcher's max batch (rows per model call; ganport splits
+    bigger requests, up to its ``max_count``), dims without the batch axis, the ``[N]`` label
+    declared as ``dims: [1]`` with ``reshape: {shape: []}`` (a Triton client sends ``[N, 1]``;
+    ganport accepts ``[N]`` too), dynamic batching with the server's max delay.
     """
     spec = model.info.io_spec()
 
@@ -197,14 +197,11 @@ def model_config(model: ServedModel, limits: Limits) -> dict[str, Any]:
         "platform": PLATFORMS.get(model.backend, model.backend),
         "backend": TRITON_BACKENDS.get(model.backend, model.backend),
         "version_policy": {"latest": {"num_versions": 1}},
-        "max_batch_size": int(limits.max_count),
+        "max_batch_size": int(model.batcher.max_batch),
         "input": [tensor(e) for e in spec["inputs"]],
         "output": [tensor(e) for e in spec["outputs"]],
-        "dynamic_batching": {
-            "preferred_batch_size": [int(model.batcher.max_batch)],
-            "max_queue_delay_microseconds": int(round(model.batcher.max_delay * 1e6)),
-        },
-        "instance_group": [{"name": f"{model.name}_0", "count": 1,
+        "dynamic_batching": {"max_queue_delay_microseconds": int(round(model.batcher.max_delay * 1e6))},
+        "instance_group": [{"name": model.name, "count": 1,
                             "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}],
         "parameters": {"ganport.kind": {"string_value": model.info.kind}},
     }
@@ -241,6 +238,12 @@ def model_statistics(model: ServedModel, metrics: Any) -> dict[str, Any]:
         },
         "batch_stats": [],
     }
+
+
+def models_statistics(models: ModelRegistry, metrics: Any, name: str = "", version: str = "") -> list[dict[str, Any]]:
+    """:func:`model_statistics` of ``name`` (ModelNotFoundError if not served), or of every model when empty."""
+    chosen = [find_model(models, name, version)] if name else list(models.values())
+    return [model_statistics(model, metrics) for model in chosen]
 
 
 def repository_index(models: ModelRegistry) -> list[dict[str, str]]:

@@ -17,7 +17,9 @@ Every endpoint but health and the page checks the bearer token (``Authorization:
 with the same :class:`~.rpc.CallGuard` as gRPC) before anything else, errors are mapped by
 :func:`.status.http_status_for` to ``{"error": "message"}`` bodies, request bodies larger than
 the server's receive limit are refused with 413 before they are read, and every request is
-recorded in the same metrics as gRPC (method names prefixed ``HTTP ``).
+recorded in the same metrics as gRPC, under the name of the equivalent RPC (``ModelInfer``,
+``Generate``, ``RenderWord``, ``Decode``, ``ModelMetadata``...; the page is ``Page``), so
+per-model numbers and statistics cover both protocols.
 """
 
 from __future__ import annotations
@@ -318,7 +320,7 @@ class RestApp:
                     response.headers.update(headers)
                 return response
             finally:
-                guard.record(model, f"HTTP {method}", code, started, context)
+                guard.record(model, method, code, started, context)
 
         endpoint.__name__ = method
         return endpoint
@@ -357,14 +359,12 @@ class RestApp:
         return _json({"name": model.name, "ready": ready}, 200 if ready else 503)
 
     async def model_config(self, request: Request, context: _HttpContext) -> Response:
-        return _json(inference.model_config(self._model(request), self.limits))
+        return _json(inference.model_config(self._model(request)))
 
     async def statistics(self, request: Request, context: _HttpContext) -> Response:
-        if "name" in request.path_params:
-            models = [self._model(request)]
-        else:
-            models = list(self.models.values())
-        return _json({"model_stats": [inference.model_statistics(m, self.metrics) for m in models]})
+        return _json({"model_stats": inference.models_statistics(self.models, self.metrics,
+                                                                 request.path_params.get("name", ""),
+                                                                 request.path_params.get("version", ""))})
 
     # -- KServe v2: repository -----------------------------------------------------------------
     def _can_load(self) -> bool:
