@@ -667,3 +667,40 @@ def test_client_that_goes_away_is_dropped_before_running(models_dir):
         assert post(server, "/v2/models/rgb/infer", body).status == 200  # and it keeps serving
     finally:
         server.stop(grace=1)
+
+
+def test_repository_routes_use_the_servers_repository(models_dir):
+    """With a model repository (the KServe lifecycle's object), load/unload/index go through it."""
+    class FakeRepository:
+        def __init__(self):
+            self.calls = []
+
+        def index(self, ready_only=False):
+            self.calls.append(("index", ready_only))
+            return [{"name": "rgb", "version": "1", "state": "READY", "reason": ""},
+                    {"name": "other", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}]
+
+        async def load(self, name):
+            self.calls.append(("load", name))
+            if name == "missing":
+                from ganport.errors import ModelNotFoundError
+                raise ModelNotFoundError("no model package 'missing' in the served models directory")
+
+        async def unload(self, name):
+            self.calls.append(("unload", name))
+
+    server, _ = create_server("127.0.0.1:0", models_dir / "rgb", http_port=0)
+    server.rest.repository = repository = FakeRepository()
+    server.start()
+    try:
+        assert "model_repository" in get(server, "/v2").json()["extensions"]
+        assert [m["name"] for m in post(server, "/v2/repository/index", {"ready": True}).json()] == ["rgb", "other"]
+        assert post(server, "/v2/repository/models/other/load").json() == {}
+        assert post(server, "/v2/repository/models/rgb/unload", {}).json() == {}
+        missing = post(server, "/v2/repository/models/missing/load")
+        assert missing.status == 404 and "no model package" in missing.error
+        refused = post(server, "/v2/repository/models/rgb/load", {"parameters": {"config": "{}"}})
+        assert refused.status == 400 and "not supported" in refused.error
+        assert repository.calls == [("index", True), ("load", "other"), ("unload", "rgb"), ("load", "missing")]
+    finally:
+        server.stop(grace=1)

@@ -255,6 +255,9 @@ class RestApp:
         self.guard = guard
         self.is_ready = is_ready
         self.servicer = servicer or GeneratorServicer(models, limits)
+        #: The model repository (``index(ready_only)``, async ``load(name)``/``unload(name)``) when
+        #: the server has one (set by ``create_server``); without it load/unload answer 501.
+        self.repository: Optional[Any] = None
         e = self._endpoint
         routes = [
             Route("/", e("Page", self.page, is_open=True), methods=["GET"]),
@@ -340,7 +343,7 @@ class RestApp:
 
     async def server_metadata(self, request: Request, context: _HttpContext) -> Response:
         extensions = list(EXTENSIONS)
-        if self._can_load():
+        if self.repository is not None:
             extensions.append("model_repository")
         return _json({"name": "ganport", "version": __version__, "extensions": extensions})
 
@@ -367,27 +370,44 @@ class RestApp:
                                                                  request.path_params.get("version", ""))})
 
     # -- KServe v2: repository -----------------------------------------------------------------
-    def _can_load(self) -> bool:
-        return callable(getattr(self.models, "load", None)) and callable(getattr(self.models, "unload", None))
-
     async def repository_index(self, request: Request, context: _HttpContext) -> Response:
-        body = context.body
-        if body.strip():
-            options = _object(_parse_json(body), "the request body")
+        ready = False
+        if context.body.strip():
+            options = _object(_parse_json(context.body), "the request body")
             ready = options.get("ready", False)
             if not isinstance(ready, bool):
                 raise InvalidInputError(f"'ready' must be true or false, got {ready!r}")
+        if self.repository is not None:
+            return _json(self.repository.index(ready_only=ready))
         return _json(inference.repository_index(self.models))
 
+    def _repository_request(self, context: _HttpContext) -> None:
+        """Validate a load/unload body: empty or ``{}`` (no config overrides or model files)."""
+        if context.body.strip():
+            options = _object(_parse_json(context.body), "the request body")
+            if options.get("parameters"):
+                raise InvalidInputError("load/unload parameters (config overrides, model files, "
+                                        "unload_dependents) are not supported: packages load from the "
+                                        "served directory as they are")
+
     async def load(self, request: Request, context: _HttpContext) -> Response:
-        raise UnimplementedError(f"this server cannot load models while running (asked for "
-                                 f"{request.path_params['name']!r}); served models: {', '.join(self.models)}",
-                                 hint="put the package in MODELS_DIR and restart `ganport serve`")
+        self._repository_request(context)
+        name = request.path_params["name"]
+        if self.repository is None:
+            raise UnimplementedError(f"this server cannot load models while running (asked for {name!r}); "
+                                     f"served models: {', '.join(self.models)}",
+                                     hint="put the package in MODELS_DIR and restart `ganport serve`")
+        await self.repository.load(name)
+        return _json({})
 
     async def unload(self, request: Request, context: _HttpContext) -> Response:
-        raise UnimplementedError(f"this server cannot unload models while running (asked for "
-                                 f"{request.path_params['name']!r})",
-                                 hint="remove the package from MODELS_DIR and restart `ganport serve`")
+        self._repository_request(context)
+        name = request.path_params["name"]
+        if self.repository is None:
+            raise UnimplementedError(f"this server cannot unload models while running (asked for {name!r})",
+                                     hint="remove the package from MODELS_DIR and restart `ganport serve`")
+        await self.repository.unload(name)
+        return _json({})
 
     # -- KServe v2: infer ----------------------------------------------------------------------
     async def infer(self, request: Request, context: _HttpContext) -> Response:

@@ -210,6 +210,8 @@ class GanportServer:
         metrics: the :class:`Metrics` registry (also on ``metrics_port`` when configured).
         metrics_port: the Prometheus HTTP port, or None.
         grpc_server: the underlying ``grpc.aio.Server``.
+        http, rest: the HTTP server (:class:`~.rest.HttpServer`) and its app (:class:`~.rest.RestApp`),
+            or None when HTTP is off; ``http_port``/``http_url`` say where it listens.
         loop: the event loop the server runs on.
     """
 
@@ -229,6 +231,7 @@ class GanportServer:
         self._metrics_http = metrics_http
         self._executor = executor
         self.http = http
+        self.rest: Optional[Any] = None  # the rest.RestApp when HTTP is on (set by create_server)
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
 
@@ -457,13 +460,13 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     if port == 0:
         raise fail(f"cannot listen on {address}")
 
-    http = None
+    http = http_app = None
     if http_sock is not None:
         from ganport.runtime.server import rest
 
-        app = rest.RestApp(registry, limits, metrics, guard, lambda: state.serving)
+        http_app = rest.RestApp(registry, limits, metrics, guard, lambda: state.serving)
         try:
-            http = rest.HttpServer(app.app, http_sock, tls=tls)
+            http = rest.HttpServer(http_app.app, http_sock, tls=tls)
         except GanportError as exc:
             raise fail(str(exc), exc) from exc
 
@@ -475,6 +478,10 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}", exc) from exc
     server = GanportServer(runner, grpc_server, registry, state, health_servicer, metrics, port, host=host,
                            metrics_http=metrics_http, executor=executor, http=http)
+    server.rest = http_app  # the rest.RestApp, or None without HTTP
+    if http_app is not None:
+        # The REST /v2/repository routes use the server's model repository when it has one.
+        http_app.repository = getattr(server, "repository", None)
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
                 ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
     return server, port
