@@ -246,9 +246,13 @@ def _tritonclient_script(server, gens):
         with pytest.raises(InferenceServerException) as missing:
             client.infer("no-such-model", inputs)
         assert "not served here" in missing.value.message()
-        with pytest.raises(InferenceServerException) as load:
+        if server.rest.repository is None:  # no model lifecycle on this server: 501, named
+            with pytest.raises(InferenceServerException) as load:
+                client.load_model("glyphs")
+            assert "cannot load models" in load.value.message()
+        else:  # a reload through the server's repository; the model stays ready
             client.load_model("glyphs")
-        assert "cannot load models" in load.value.message()
+            assert client.is_model_ready("glyphs")
     finally:
         client.close()
 
@@ -369,8 +373,10 @@ BAD = [
     ("GET", "/no/such/path", None, None, 404, "no endpoint"),
     ("POST", "/v2/repository/index", b"{", None, 400, "not valid JSON"),
     ("POST", "/v2/repository/index", {"ready": "yes"}, None, 400, "true or false"),
-    ("POST", "/v2/repository/models/glyphs/load", {}, None, 501, "cannot load models"),
-    ("POST", "/v2/repository/models/glyphs/unload", {}, None, 501, "cannot unload models"),
+    ("POST", "/v2/repository/models/glyphs/load", {"parameters": {"config": "{}"}}, None, 400, "not supported"),
+    ("POST", "/v2/repository/models/glyphs/unload", {"parameters": {"unload_dependents": True}}, None, 400,
+     "not supported"),
+    ("POST", "/v2/repository/models/glyphs/load", b"{", None, 400, "not valid JSON"),
     ("GET", "/v1/models/nope", None, None, 404, "not served here"),
     ("GET", "/v1/models/nope/generate.png", None, None, 404, "not served here"),
     ("GET", "/v1/models/glyphs/generate.png?n=0", None, None, 400, "'n' must be in 1..256"),
@@ -665,6 +671,21 @@ def test_client_that_goes_away_is_dropped_before_running(models_dir):
         assert stats["dropped"] == 1 and stats["batches"] == 0
         assert server.metrics.count("ganport_requests_total", method="ModelInfer", code="CANCELLED") == 1
         assert post(server, "/v2/models/rgb/infer", body).status == 200  # and it keeps serving
+    finally:
+        server.stop(grace=1)
+
+
+def test_load_and_unload_without_a_repository_are_501(models_dir):
+    server, _ = create_server("127.0.0.1:0", models_dir / "rgb", http_port=0)
+    server.rest.repository = None  # a server without a model lifecycle
+    server.start()
+    try:
+        assert "model_repository" not in get(server, "/v2").json()["extensions"]
+        assert [m["name"] for m in post(server, "/v2/repository/index").json()] == ["rgb"]
+        for action in ("load", "unload"):
+            reply = post(server, f"/v2/repository/models/rgb/{action}", {})
+            assert reply.status == 501 and f"cannot {action} models" in reply.error
+        assert get(server, "/v2/models/rgb/ready").status == 200
     finally:
         server.stop(grace=1)
 
