@@ -8,7 +8,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 OUT ?= out/demo
 EDGE_PACKAGE := build/edge-package
 
-.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv chromium clean
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels chromium clean
 
 ## Full environment: training, export, runtime, server, tests.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -66,6 +66,23 @@ bench-peer: venv
 PEER_PYTHON ?= /usr/bin/python3.11
 peer-venv: venv
 	$(VENV)/bin/python -m benchmarks.peer_env --python $(PEER_PYTHON)
+
+## The GPU check (issue 17, scripts/gpu_check.py): every CUDA path in one unattended command, at
+## most 8 minutes, one JSON report in $(GPU_OUT)/report.json. GPU_PYTHON: an interpreter with a CUDA
+## torch and onnxruntime-gpu (.venv has the CPU torch of constraints.txt). On the lent GPU machine:
+## `python3 scripts/gpu_check.py --install --out $$OUT/gpu` (benchmarks/README.md, "GPU check").
+GPU_OUT ?= out/gpu-check
+GPU_PYTHON ?= $(VENV)/bin/python
+gpu-check: venv
+	$(GPU_PYTHON) scripts/gpu_check.py --out $(GPU_OUT)
+
+## The same steps at tiny sizes on CPU (also a test: tests/test_gpu_check.py).
+gpu-check-dry: venv
+	$(VENV)/bin/python scripts/gpu_check.py --device cpu --tiny --out $(GPU_OUT)
+
+## Wheels for the GPU machine, which reaches no package index (.gpu/wheels; ORT=1 adds onnxruntime-gpu in parts).
+gpu-wheels: venv
+	$(VENV)/bin/python scripts/gpu_wheels.py $(if $(ORT),--ort-gpu)
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build out *.egg-info

@@ -3,8 +3,11 @@
 The MLP glyph cGAN (62 classes) is served in-process by the real server, and one client renders
 the same 10-character text (``Hello 2026``: 9 glyphs and a space) with a new seed per call. For
 reference the same Generator's ``render_word`` is timed in-process, and the server is measured
-twice: with its default max delay (2 ms: a lone request waits that long for others to join its
-batch) and with max delay 0.
+with its defaults (max delay 0: a lone request runs at once) and with an opt-in max delay of 2 ms.
+
+The response cache (``--cache-mb``) is measured on the same text with a fixed seed: a miss path
+(every call a new seed, cache on) against the hit path (the same seed again). Target: hits >= 5x
+faster than misses, and the cache's size stays under its bound.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ logger = logging.getLogger(__name__)
 MODEL = "mlp28"
 TEXT = "Hello 2026"
 #: Server configurations measured: label -> create_server options.
-SERVER_CONFIGS = {"gRPC, max delay 2 ms (default)": {"max_batch": 64, "max_delay_ms": 2.0},
-                  "gRPC, max delay 0 ms": {"max_batch": 64, "max_delay_ms": 0.0}}
+SERVER_CONFIGS = {"gRPC, defaults (max delay 0)": {"max_batch": 64, "max_delay_ms": 0.0},
+                  "gRPC, max delay 2 ms": {"max_batch": 64, "max_delay_ms": 2.0}}
+#: Response cache size for the cache rows (MiB).
+CACHE_MB = 1.0
+CACHE_TARGET = 5.0
 
 
 def run(ctx: BenchContext) -> dict[str, Any]:
@@ -47,6 +53,14 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         logger.info("RenderWord via %s", label)
         with inprocess_server({MODEL: gen}, **options) as (_server, client):
             add(label, lambda: client.render_word(MODEL, TEXT, seed=next(seeds)))
+    with inprocess_server({MODEL: gen}, max_batch=64, cache_mb=CACHE_MB) as (server, client):
+        add("gRPC, cache on, miss (new seed per call)", lambda: client.render_word(MODEL, TEXT, seed=next(seeds)))
+        client.render_word(MODEL, TEXT, seed=1)
+        add("gRPC, cache on, hit (same seed)", lambda: client.render_word(MODEL, TEXT, seed=1))
+        cache_bytes = server.cache.bytes
+    miss, hit = result["rows"][-2], result["rows"][-1]
+    speedup = miss["p50_ms"] / hit["p50_ms"] if hit["p50_ms"] else None
+    result["notes"].append(f"cache held {cache_bytes / 1024:.0f} KiB of its {CACHE_MB:g} MiB bound at the end")
     result["tables"].append(make_table(
         f"word: RenderWord {TEXT!r} ({len(TEXT)} characters, {glyphs} glyphs), latency ms",
         ["path", "p50", "p95", "p99", "words/s", "calls"],
@@ -54,4 +68,8 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     default = result["rows"][1]
     result["headline"].append(headline(f"RenderWord {len(TEXT)} characters over gRPC, p50", default["p50_ms"], "ms",
                                        detail=f"p99 {default['p99_ms']:.2f} ms; default server settings"))
+    result["headline"].append(headline(
+        "RenderWord with --cache-mb: miss p50 / hit p50", speedup, "x", target=f">= {CACHE_TARGET:g}x",
+        met=None if speedup is None else speedup >= CACHE_TARGET and cache_bytes <= CACHE_MB * 1024 * 1024,
+        detail=f"miss {miss['p50_ms']:.2f} ms, hit {hit['p50_ms']:.2f} ms; cache {cache_bytes} B <= {CACHE_MB:g} MiB"))
     return result

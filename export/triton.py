@@ -9,7 +9,8 @@ Layout (``NAME`` is the package's model name)::
 
 Both configs batch on axis 0 (``max_batch_size``, ``dynamic_batching``), list dims without the
 batch axis, and declare the ``[N]`` label as ``dims: [1]`` with ``reshape: { shape: [] }`` (Triton
-needs non-empty dims). The libtorch backend binds inputs by the names of ``forward``'s arguments
+needs non-empty dims), so clients send the label as ``[N, 1]`` — the shape ``ganport serve``
+advertises too (the label contract, see :mod:`ganport.runtime.server.inference`). The libtorch backend binds inputs by the names of ``forward``'s arguments
 (``z``, ``label``) and outputs by the ``<name>__<index>`` convention, so its output is
 ``image__0``; the ONNX model's output is ``image``. The package metadata is repeated as the
 config parameter ``ganport.metadata`` so a tritonclient user can read class names from the
@@ -30,6 +31,7 @@ from ganport.errors import ExportError
 from ganport.export.job import Artifact, ExportJob
 from ganport.export.onnx_export import onnx_artifact
 from ganport.export.torchscript_export import torchscript_artifact
+from ganport.runtime.manifest import triton_dims
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +51,21 @@ def _quote(text: str) -> str:
 
 
 def _tensor(name: str, dtype: str, shape: list[int]) -> str:
-    """One input/output entry; ``shape`` includes the batch axis, which Triton leaves implicit."""
-    dims = [int(d) for d in shape[1:]]
-    if not dims:  # a [N] tensor: Triton sees [N, 1], the model gets [N]
-        return (f"  {{ name: {_quote(name)} data_type: {_TYPES[dtype]} dims: [ 1 ] "
-                f"reshape: {{ shape: [ ] }} }}")
-    return f"  {{ name: {_quote(name)} data_type: {_TYPES[dtype]} dims: [ {', '.join(map(str, dims))} ] }}"
+    """One input/output entry; ``shape`` includes the batch axis, which Triton leaves implicit.
+
+    Dims come from :func:`ganport.runtime.manifest.triton_dims`, the same function the server's
+    ModelConfig and ModelMetadata use, so the exported config and ``ganport serve``
+    demand the same client shapes (a ``[N]`` tensor is ``dims: [1]`` + ``reshape: { shape: [] }``:
+    clients send ``[N, 1]``, the model gets ``[N]``).
+    """
+    dims, reshape = triton_dims(shape)
+    def listed(values: list[int]) -> str:
+        return f"[ {', '.join(map(str, values))} ]" if values else "[ ]"
+
+    entry = f"  {{ name: {_quote(name)} data_type: {_TYPES[dtype]} dims: {listed(dims)}"
+    if reshape is not None:
+        entry += f" reshape: {{ shape: {listed(reshape)} }}"
+    return entry + " }"
 
 
 def _manifest_json(metadata: Mapping[str, str]) -> str:

@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 from ganport.errors import PackageError
 
@@ -192,6 +192,23 @@ class ModelInfo:
             raise PackageError(f"{source} carries no ganport metadata",
                                hint="export it with `ganport export`, or pass the package directory")
         return cls.from_dict(decoded, source=source)
+
+
+def triton_dims(shape: Sequence[int]) -> tuple[list[int], Optional[list[int]]]:
+    """Triton's ``(dims, reshape)`` for a tensor of ``shape`` (batch axis first, ``-1``).
+
+    Triton leaves the batch axis implicit and needs non-empty dims, so a ``[N]`` tensor (the
+    label) is declared ``dims: [1]`` with ``reshape: { shape: [] }``: clients send ``[N, 1]``
+    and the model receives ``[N]``. Other tensors keep their dims and need no reshape.
+
+    Example:
+        >>> triton_dims([-1]), triton_dims([-1, 8])
+        (([1], []), ([8], None))
+    """
+    dims = [int(d) for d in shape[1:]]
+    if not dims:
+        return [1], []
+    return dims, None
 
 
 def write_manifest(directory: str | Path, info: ModelInfo) -> Path:

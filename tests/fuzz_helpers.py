@@ -51,12 +51,15 @@ class Fuzzer:
         services: service descriptors whose unary-request methods are fuzzed.
         model_names: real model names, used for about half of the name fields.
         seed: the random seed (the same seed gives the same calls).
+        exclude: method names not to call.
     """
 
-    def __init__(self, services: Iterable[descriptor.ServiceDescriptor], model_names: Sequence[str], seed: int = 0):
+    def __init__(self, services: Iterable[descriptor.ServiceDescriptor], model_names: Sequence[str], seed: int = 0,
+                 exclude: Iterable[str] = ()):
         self.random = random.Random(seed)
+        skip = set(exclude)
         self.methods = [(service, method) for service in services for method in service.methods
-                        if not method.client_streaming]
+                        if not method.client_streaming and method.name not in skip]
         self.strings = (*model_names, *model_names, "", "nope", "A", "9" * 4301, "x" * 5000, "é€😀", "0", "61",
                         "z", "label", "image", "1", "2")
 

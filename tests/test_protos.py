@@ -110,10 +110,18 @@ def _is_empty_message(proto, path) -> bool:
 
 @pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None, reason="tritonclient not installed")
 def test_kserve_subset_is_wire_identical_to_triton(descriptor_set):
-    # tritonclient registers the same names as kserve_pb2, so read its descriptor in another process.
-    code = "import sys; from tritonclient.grpc import service_pb2 as s; sys.stdout.buffer.write(s.DESCRIPTOR.serialized_pb)"
-    triton = descriptor_pb2.FileDescriptorProto.FromString(
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True).stdout)
+    # tritonclient registers the same names as kserve_pb2, so read its descriptors in another
+    # process. Triton splits the API in two files (service and model config); ours has both.
+    code = ("import sys; from google.protobuf import descriptor_pb2 as d; "
+            "from tritonclient.grpc import service_pb2 as s, model_config_pb2 as m; "
+            "sys.stdout.buffer.write(d.FileDescriptorSet(file=[d.FileDescriptorProto.FromString("
+            "x.DESCRIPTOR.serialized_pb) for x in (s, m)]).SerializeToString())")
+    service_file, config_file = descriptor_pb2.FileDescriptorSet.FromString(
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True).stdout).file
+    triton = descriptor_pb2.FileDescriptorProto()
+    triton.CopyFrom(service_file)
+    triton.message_type.extend(config_file.message_type)
+    triton.enum_type.extend(config_file.enum_type)
     ours = descriptor_set["ganport/v1/kserve.proto"]
     assert ours.package == triton.package == "inference"
 
@@ -147,5 +155,8 @@ def test_kserve_subset_is_wire_identical_to_triton(descriptor_set):
         other = triton_methods[method.name]
         assert (method.input_type, method.output_type, method.server_streaming, method.client_streaming) == \
                (other.input_type, other.output_type, other.server_streaming, other.client_streaming)
-    assert {m.name for m in service.method} == {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
-                                                "ModelMetadata", "ModelInfer"}
+    # Every call of Triton's service is declared (those ganport does not serve answer UNIMPLEMENTED).
+    assert {m.name for m in service.method} == set(triton_methods)
+    for enum in ours.enum_type:
+        [other] = [e for e in triton.enum_type if e.name == enum.name]
+        assert [(v.name, v.number) for v in enum.value] == [(v.name, v.number) for v in other.value]

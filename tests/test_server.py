@@ -486,7 +486,7 @@ def test_kserve_metadata_and_infer(kstub, gens):
     model = kstub.ModelMetadata(kpb.ModelMetadataRequest(name="glyphs"), timeout=TIMEOUT)
     assert list(model.versions) == ["1"] and model.platform == "onnxruntime_onnx"
     assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [("z", "FP32", [-1, 8]),
-                                                                           ("label", "INT64", [-1])]
+                                                                           ("label", "INT64", [-1, 1])]
     assert [(t.name, t.datatype, list(t.shape)) for t in model.outputs] == [("image", "FP32", [-1, 1, 12, 12])]
 
     z = gen.sample_latents(3, seed=21)
@@ -554,7 +554,7 @@ def test_tritonclient_gets_the_native_image(server, stub, gens):
         metadata = client.get_model_metadata("glyphs")
         assert metadata.platform == "onnxruntime_onnx" and list(metadata.versions) == ["1"]
         assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [("z", "FP32", [-1, 8]),
-                                                                                  ("label", "INT64", [-1])]
+                                                                                  ("label", "INT64", [-1, 1])]
         inputs = [triton.InferInput("z", [4, 8], "FP32"), triton.InferInput("label", [4], "INT64")]
         inputs[0].set_data_from_numpy(gen.sample_latents(4, seed=8))
         inputs[1].set_data_from_numpy(np.array(native.labels, np.int64))

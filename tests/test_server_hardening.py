@@ -222,7 +222,10 @@ def _fuzz(models_dir, n_calls: int, seed: int) -> None:
     leaked = ("Traceback", 'File "', ".py", "/tmp/", str(models_dir))
     names = ["glyphs", "rgb", "aae"]
     try:
-        fuzzer = fuzz_helpers.Fuzzer(SERVICES, names, seed=seed)
+        # Load/unload change what is served (a reload also grows memory by design); their bad
+        # input is covered in test_kserve.py.
+        fuzzer = fuzz_helpers.Fuzzer(SERVICES, names, seed=seed,
+                                     exclude=("RepositoryModelLoad", "RepositoryModelUnload"))
         with grpc.insecure_channel(server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
             calls = [fuzzer.call() for _ in range(n_calls)]
             warm = len(calls) // 2  # memory levels off after ~3000 calls (ORT arenas, grpc buffers)

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class GRPCInferenceServiceStub(object):
-    """Inference service (KServe v2 / Open Inference Protocol subset).
+    """Inference service (KServe v2 / Open Inference Protocol, Triton's GRPCInferenceService).
     """
 
     def __init__(self, channel):
@@ -65,10 +65,80 @@ class GRPCInferenceServiceStub(object):
                 request_serializer=ganport_dot_v1_dot_kserve__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelConfig',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelStatistics',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryIndex',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
+        self.RepositoryModelLoad = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryModelLoad',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelLoadRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelLoadResponse.FromString,
+                _registered_method=True)
+        self.RepositoryModelUnload = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryModelUnload',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelUnloadRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelUnloadResponse.FromString,
+                _registered_method=True)
+        self.SystemSharedMemoryStatus = channel.unary_unary(
+                '/inference.GRPCInferenceService/SystemSharedMemoryStatus',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryStatusRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryStatusResponse.FromString,
+                _registered_method=True)
+        self.SystemSharedMemoryRegister = channel.unary_unary(
+                '/inference.GRPCInferenceService/SystemSharedMemoryRegister',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryRegisterRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryRegisterResponse.FromString,
+                _registered_method=True)
+        self.SystemSharedMemoryUnregister = channel.unary_unary(
+                '/inference.GRPCInferenceService/SystemSharedMemoryUnregister',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryUnregisterRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryUnregisterResponse.FromString,
+                _registered_method=True)
+        self.CudaSharedMemoryStatus = channel.unary_unary(
+                '/inference.GRPCInferenceService/CudaSharedMemoryStatus',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryStatusRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryStatusResponse.FromString,
+                _registered_method=True)
+        self.CudaSharedMemoryRegister = channel.unary_unary(
+                '/inference.GRPCInferenceService/CudaSharedMemoryRegister',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryRegisterRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryRegisterResponse.FromString,
+                _registered_method=True)
+        self.CudaSharedMemoryUnregister = channel.unary_unary(
+                '/inference.GRPCInferenceService/CudaSharedMemoryUnregister',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryUnregisterRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryUnregisterResponse.FromString,
+                _registered_method=True)
+        self.TraceSetting = channel.unary_unary(
+                '/inference.GRPCInferenceService/TraceSetting',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.TraceSettingRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.TraceSettingResponse.FromString,
+                _registered_method=True)
+        self.LogSettings = channel.unary_unary(
+                '/inference.GRPCInferenceService/LogSettings',
+                request_serializer=ganport_dot_v1_dot_kserve__pb2.LogSettingsRequest.SerializeToString,
+                response_deserializer=ganport_dot_v1_dot_kserve__pb2.LogSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer(object):
-    """Inference service (KServe v2 / Open Inference Protocol subset).
+    """Inference service (KServe v2 / Open Inference Protocol, Triton's GRPCInferenceService).
     """
 
     def ServerLive(self, request, context):
@@ -86,14 +156,14 @@ class GRPCInferenceServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ModelReady(self, request, context):
-        """Whether one model is ready. NOT_FOUND for unknown models.
+        """Whether one model is ready; false (not an error) for a model that is not served.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ServerMetadata(self, request, context):
-        """Server name, version and protocol extensions.
+        """Server name, version and the protocol extensions it implements.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +178,105 @@ class GRPCInferenceServiceServicer(object):
 
     def ModelInfer(self, request, context):
         """Runs a model on the given input tensors (merged with other requests by the batcher).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStreamInfer(self, request_iterator, context):
+        """Bidirectional stream of inference requests; each answer carries its request's id and may
+        arrive out of order. A failed request is answered with error_message and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelConfig(self, request, context):
+        """A model's configuration in Triton's ModelConfig shape (as in the exported config.pbtxt).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStatistics(self, request, context):
+        """Cumulative inference counts and durations per model (all models when no name is given).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryIndex(self, request, context):
+        """Every model package in the served directory, loaded or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryModelLoad(self, request, context):
+        """Loads (or reloads) a package of the served directory by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryModelUnload(self, request, context):
+        """Stops serving a model once its queued work has run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SystemSharedMemoryStatus(self, request, context):
+        """Not served: UNIMPLEMENTED (send tensors in the request instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SystemSharedMemoryRegister(self, request, context):
+        """Not served: UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SystemSharedMemoryUnregister(self, request, context):
+        """Not served: UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CudaSharedMemoryStatus(self, request, context):
+        """Not served: UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CudaSharedMemoryRegister(self, request, context):
+        """Not served: UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CudaSharedMemoryUnregister(self, request, context):
+        """Not served: UNIMPLEMENTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TraceSetting(self, request, context):
+        """Not served: UNIMPLEMENTED (ganport exports Prometheus metrics instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogSettings(self, request, context):
+        """Not served: UNIMPLEMENTED (ganport logs through Python logging).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,6 +315,76 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     request_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelInferRequest.FromString,
                     response_serializer=ganport_dot_v1_dot_kserve__pb2.ModelInferResponse.SerializeToString,
             ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelInferRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelConfigRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.ModelStatisticsResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.RepositoryIndexResponse.SerializeToString,
+            ),
+            'RepositoryModelLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryModelLoad,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelLoadRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelLoadResponse.SerializeToString,
+            ),
+            'RepositoryModelUnload': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryModelUnload,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelUnloadRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.RepositoryModelUnloadResponse.SerializeToString,
+            ),
+            'SystemSharedMemoryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SystemSharedMemoryStatus,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryStatusRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryStatusResponse.SerializeToString,
+            ),
+            'SystemSharedMemoryRegister': grpc.unary_unary_rpc_method_handler(
+                    servicer.SystemSharedMemoryRegister,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryRegisterRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryRegisterResponse.SerializeToString,
+            ),
+            'SystemSharedMemoryUnregister': grpc.unary_unary_rpc_method_handler(
+                    servicer.SystemSharedMemoryUnregister,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryUnregisterRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryUnregisterResponse.SerializeToString,
+            ),
+            'CudaSharedMemoryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.CudaSharedMemoryStatus,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryStatusRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryStatusResponse.SerializeToString,
+            ),
+            'CudaSharedMemoryRegister': grpc.unary_unary_rpc_method_handler(
+                    servicer.CudaSharedMemoryRegister,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryRegisterRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryRegisterResponse.SerializeToString,
+            ),
+            'CudaSharedMemoryUnregister': grpc.unary_unary_rpc_method_handler(
+                    servicer.CudaSharedMemoryUnregister,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryUnregisterRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryUnregisterResponse.SerializeToString,
+            ),
+            'TraceSetting': grpc.unary_unary_rpc_method_handler(
+                    servicer.TraceSetting,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.TraceSettingRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.TraceSettingResponse.SerializeToString,
+            ),
+            'LogSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogSettings,
+                    request_deserializer=ganport_dot_v1_dot_kserve__pb2.LogSettingsRequest.FromString,
+                    response_serializer=ganport_dot_v1_dot_kserve__pb2.LogSettingsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'inference.GRPCInferenceService', rpc_method_handlers)
@@ -155,7 +394,7 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GRPCInferenceService(object):
-    """Inference service (KServe v2 / Open Inference Protocol subset).
+    """Inference service (KServe v2 / Open Inference Protocol, Triton's GRPCInferenceService).
     """
 
     @staticmethod
@@ -310,6 +549,384 @@ class GRPCInferenceService(object):
             '/inference.GRPCInferenceService/ModelInfer',
             ganport_dot_v1_dot_kserve__pb2.ModelInferRequest.SerializeToString,
             ganport_dot_v1_dot_kserve__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            ganport_dot_v1_dot_kserve__pb2.ModelInferRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
+            ganport_dot_v1_dot_kserve__pb2.ModelConfigRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelStatistics',
+            ganport_dot_v1_dot_kserve__pb2.ModelStatisticsRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.ModelStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryIndex',
+            ganport_dot_v1_dot_kserve__pb2.RepositoryIndexRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.RepositoryIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryModelLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelLoad',
+            ganport_dot_v1_dot_kserve__pb2.RepositoryModelLoadRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.RepositoryModelLoadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryModelUnload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelUnload',
+            ganport_dot_v1_dot_kserve__pb2.RepositoryModelUnloadRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.RepositoryModelUnloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SystemSharedMemoryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/SystemSharedMemoryStatus',
+            ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryStatusRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SystemSharedMemoryRegister(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/SystemSharedMemoryRegister',
+            ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryRegisterRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryRegisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SystemSharedMemoryUnregister(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/SystemSharedMemoryUnregister',
+            ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryUnregisterRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.SystemSharedMemoryUnregisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CudaSharedMemoryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/CudaSharedMemoryStatus',
+            ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryStatusRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CudaSharedMemoryRegister(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/CudaSharedMemoryRegister',
+            ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryRegisterRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryRegisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CudaSharedMemoryUnregister(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/CudaSharedMemoryUnregister',
+            ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryUnregisterRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.CudaSharedMemoryUnregisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TraceSetting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/TraceSetting',
+            ganport_dot_v1_dot_kserve__pb2.TraceSettingRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.TraceSettingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/LogSettings',
+            ganport_dot_v1_dot_kserve__pb2.LogSettingsRequest.SerializeToString,
+            ganport_dot_v1_dot_kserve__pb2.LogSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

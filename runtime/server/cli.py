@@ -34,9 +34,10 @@ class RemoteError(GanportError):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``serve`` and ``client`` sub-commands."""
+    """Add the ``serve``, ``client`` and ``models`` sub-commands."""
     _register_serve(subparsers)
     _register_client(subparsers)
+    _register_models(subparsers)
 
 
 # ---------------------------------------------------------------------------------------- serve
@@ -87,6 +88,15 @@ def _register_serve(subparsers) -> None:
                         "endpoints and a web page at / (default: off; 0 picks a free one; Triton uses 8000)")
     p.add_argument("--http-host", default=None, help="interface for the HTTP port (default: --host)")
     p.add_argument("--no-kserve", dest="kserve", action="store_false", help="do not serve the KServe v2 API")
+    from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
+
+    p.add_argument("--model-control", choices=tuple(MODEL_CONTROL), default=DEFAULT_MODEL_CONTROL,
+                   help="what may change the served models: " + "; ".join(f"{k}: {v}" for k, v in MODEL_CONTROL.items()))
+    p.add_argument("--cache-mb", type=float, default=0.0,
+                   help="MiB of answers to deterministic requests (seeded Generate and RenderWord, Decode) kept "
+                        "in an LRU cache, dropped when their model reloads (default 0: off)")
+    p.add_argument("--poll-seconds", type=float, default=2.0,
+                   help="seconds between two scans of MODELS_DIR with --model-control poll (default 2)")
     p.set_defaults(handler=_serve)
 
 
@@ -109,7 +119,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_stream_count=args.max_stream_count, max_text_length=args.max_text_length,
         token=token, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
-        kserve=args.kserve, http_port=args.http_port, http_host=args.http_host)
+        kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
+        cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host)
 
     stop = threading.Event()
 
@@ -139,12 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _register_client(subparsers) -> None:
     p = subparsers.add_parser("client", help="call a ganport server (generate, render, decode, models, health)",
                               description="A thin client over the ganport.v1 gRPC API.")
-    p.add_argument("--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})")
-    p.add_argument("--token", default=None, help="bearer token (default: $GANPORT_TOKEN if set)")
-    p.add_argument("--tls-ca", default=None, help="PEM CA certificate to trust: connect with TLS")
-    p.add_argument("--tls", action="store_true", help="connect with TLS using the system's trusted roots")
-    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds (default 60)")
-    p.add_argument("--max-message-mb", type=float, default=64, help="message size limit in MiB (default 64)")
+    _add_connection_options(p)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
     commands = p.add_subparsers(dest="client_command", metavar="CLIENT_COMMAND")
 
@@ -189,6 +195,56 @@ def _register_client(subparsers) -> None:
     h = commands.add_parser("health", help="print the health status (exit 0 only when SERVING)")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
     h.set_defaults(handler=_client_health)
+
+
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})")
+    p.add_argument("--token", default=None, help="bearer token (default: $GANPORT_TOKEN if set)")
+    p.add_argument("--tls-ca", default=None, help="PEM CA certificate to trust: connect with TLS")
+    p.add_argument("--tls", action="store_true", help="connect with TLS using the system's trusted roots")
+    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds (default 60)")
+    p.add_argument("--max-message-mb", type=float, default=64, help="message size limit in MiB (default 64)")
+
+
+# --------------------------------------------------------------------------------------- models
+
+def _register_models(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list, load, unload or reload the models of a running server",
+                              description="Model control of a running `ganport serve` (its --model-control must "
+                                          "be explicit or poll for load/unload/reload).")
+    _add_connection_options(p)
+    p.set_defaults(handler=lambda args: p.print_help() or 2)
+    commands = p.add_subparsers(dest="models_command", metavar="MODELS_COMMAND")
+    ls = commands.add_parser("list", help="every package of the server's models directory and its state")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(handler=_models_list)
+    for verb, text in (("load", "load a package of the models directory"),
+                       ("reload", "reload a package (the old model serves until the new one is ready)"),
+                       ("unload", "stop serving a model after its queued work has run")):
+        c = commands.add_parser(verb, help=text)
+        c.add_argument("model", help="model (package directory) name")
+        c.set_defaults(handler=_models_change, verb=verb)
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        index = _remote(client.repository_index)
+    if args.json:
+        print(json.dumps(index, indent=2))
+        return 0
+    for entry in index:
+        print(f"{entry['name']}\t{entry['version']}\t{entry['state']}\t{entry['reason']}".rstrip())
+    return 0
+
+
+def _models_change(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        if args.verb == "unload":
+            _remote(lambda: client.unload_model(args.model))
+        else:
+            _remote(lambda: client.load_model(args.model))
+    print(f"{args.verb}ed {args.model}" if args.verb != "unload" else f"unloaded {args.model}")
+    return 0
 
 
 def _connect(args: argparse.Namespace):

@@ -87,6 +87,31 @@ class GanportClient:
                            health_pb2.HealthCheckRequest(service=service))
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
+    # -- model repository (the KServe Repository* calls) ------------------------------------------
+    def _kserve(self):
+        from ganport.runtime.server.kserve import KServeStub
+
+        return KServeStub(self.channel)
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Every package of the server's models directory: ``[{"name", "version", "state", "reason"}]``."""
+        from ganport.runtime.server.kserve import messages
+
+        reply = self._call(self._kserve().RepositoryIndex, messages.RepositoryIndexRequest())
+        return [{"name": m.name, "version": m.version, "state": m.state, "reason": m.reason} for m in reply.models]
+
+    def load_model(self, model: str) -> None:
+        """Load (or reload) package ``model`` of the server's models directory."""
+        from ganport.runtime.server.kserve import messages
+
+        self._call(self._kserve().RepositoryModelLoad, messages.RepositoryModelLoadRequest(model_name=model))
+
+    def unload_model(self, model: str) -> None:
+        """Stop serving ``model`` (after its queued work has run)."""
+        from ganport.runtime.server.kserve import messages
+
+        self._call(self._kserve().RepositoryModelUnload, messages.RepositoryModelUnloadRequest(model_name=model))
+
     def list_models(self) -> list[pb.ModelInfo]:
         """Every served model's ``ModelInfo``."""
         return list(self._call(self.stub.ListModels, pb.ListModelsRequest()).models)

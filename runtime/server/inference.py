@@ -3,25 +3,42 @@
 Protocol surfaces (``kserve.py`` for gRPC, a REST module for HTTP) only translate their wire
 format to and from numpy arrays; everything else is here, written once: tensor decoding with
 bounds checked before any arithmetic, the model's metadata, and inference through the model's
-batcher. Names follow the protocol: tensors ``z`` (FP32 ``[N, latent_dim]``), ``label`` (INT64
-or INT32, ``[N]`` or ``[N, 1]``; conditional models only), output ``image`` (FP32
-``[N, C, H, W]``, in the model's value range).
+batcher, model configuration and statistics in Triton's shapes. Names follow the protocol: tensors
+``z`` (FP32 ``[N, latent_dim]``), ``label`` (INT64 or INT32, ``[N]`` or ``[N, 1]``; conditional
+models only), output ``image`` (FP32 ``[N, C, H, W]``, in the model's value range).
+
+The label contract: every surface accepts ``label`` as ``[N]`` and as ``[N, 1]``, and metadata
+advertises ``[-1, 1]``, the shape Triton demands for the repository ``ganport export --format
+triton`` writes (``dims: [1]`` + ``reshape: { shape: [] }``, see :func:`triton_dims`), so a client
+written against ganport works unchanged against Triton serving the same model, and back.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
 from ganport.errors import InvalidInputError, ModelNotFoundError
+from ganport.runtime.manifest import triton_dims
 from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents
 
 #: The only model version ganport serves; an empty version means the same.
 MODEL_VERSION = "1"
 #: KServe ``platform`` per ganport backend (Triton's names).
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt2": "pytorch_pt2"}
+#: Triton ``backend`` per ganport backend.
+BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pytorch"}
+#: The protocol extensions implemented (Triton's names), reported by ServerMetadata.
+EXTENSIONS = ("model_configuration", "model_repository", "statistics")
+#: Methods whose calls count as inference requests in :func:`model_statistics` (every surface
+#: that runs the model: KServe gRPC, the native API and the REST ``infer`` route).
+INFERENCE_METHODS = frozenset({"ModelInfer", "ModelStreamInfer", "Generate", "GenerateStream", "Decode",
+                               "Encode", "RenderWord", "infer"})
+#: Config parameter holding the package manifest as JSON (as the Triton export writes it).
+METADATA_PARAMETER = "ganport.metadata"
 #: Protocol datatype -> little-endian numpy dtype.
 DTYPES = {"FP32": np.dtype("<f4"), "INT64": np.dtype("<i8"), "INT32": np.dtype("<i4")}
 #: Datatypes accepted per input name.
@@ -31,6 +48,12 @@ OUTPUT = "image"
 # Largest non-batch dimension accepted in a tensor shape (latent sizes are far smaller).
 _MAX_INNER_DIM = 65536
 _NUMPY_TO_PROTOCOL = {"float32": "FP32", "int64": "INT64"}
+_NUMPY_TO_TRITON = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+
+
+def client_shape(shape: Sequence[int]) -> list[int]:
+    """The shape clients send and receive for a tensor of model ``shape``: ``[-1, *dims]``."""
+    return [-1, *triton_dims(shape)[0]]
 
 
 def find_model(models: ModelRegistry, name: str, version: str = "") -> ServedModel:
@@ -154,98 +177,118 @@ async def infer(model: ServedModel, tensors: dict[str, np.ndarray], limits: Limi
 def model_metadata(model: ServedModel) -> dict[str, Any]:
     """The protocol's model metadata: ``name``, ``versions``, ``platform``, ``inputs``, ``outputs``.
 
-    Each tensor is ``{"name", "datatype", "shape"}`` with ``-1`` for the batch axis.
+    Each tensor is ``{"name", "datatype", "shape"}`` with ``-1`` for the batch axis; shapes are
+    the ones Triton requires for the exported config (:func:`client_shape`): ``label`` is
+    ``[-1, 1]`` (``[N]`` is accepted too).
     """
     spec = model.info.io_spec()
 
     def describe(entries):
         return [{"name": e["name"], "datatype": _NUMPY_TO_PROTOCOL.get(e["dtype"], e["dtype"].upper()),
-                 "shape": list(e["shape"])} for e in entries]
+                 "shape": client_shape(e["shape"])} for e in entries]
 
     return {"name": model.name, "versions": [MODEL_VERSION],
             "platform": PLATFORMS.get(model.backend, model.backend),
             "inputs": describe(spec["inputs"]), "outputs": describe(spec["outputs"])}
 
 
-#: Triton ``backend`` per ganport backend.
-TRITON_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pytorch"}
-_CONFIG_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+def _config_tensor(entry: dict) -> dict[str, Any]:
+    dims, reshape = triton_dims(entry["shape"])
+    tensor: dict[str, Any] = {"name": entry["name"], "data_type": _NUMPY_TO_TRITON[entry["dtype"]], "dims": dims}
+    if reshape is not None:
+        tensor["reshape"] = {"shape": reshape}
+    return tensor
 
 
 def model_config(model: ServedModel) -> dict[str, Any]:
-    """The model's configuration in Triton's ``ModelConfig`` shape (as Triton's JSON shows it).
+    """The model's configuration as Triton's ``ModelConfig`` in JSON form (proto field names).
 
-    Matches the ``config.pbtxt`` that ``ganport export --format triton`` writes: implicit batch
-    axis with ``max_batch_size`` = the batcher's max batch (rows per model call; ganport splits
-    bigger requests, up to its ``max_count``), dims without the batch axis, the ``[N]`` label
-    declared as ``dims: [1]`` with ``reshape: {shape: []}`` (a Triton client sends ``[N, 1]``;
-    ganport accepts ``[N]`` too), dynamic batching with the server's max delay.
+    The same shape ``ganport export --format triton`` writes to ``config.pbtxt``: implicit batch
+    axis with ``max_batch_size`` = the batcher's max batch, ``z`` ``[latent_dim]``, ``label``
+    ``[1]`` reshaped to ``[]``, ``image`` ``[C, H, W]``, dynamic batching with the server's max
+    delay and queue size, one instance on the model's device, and the manifest JSON in the
+    ``ganport.metadata`` parameter.
     """
-    spec = model.info.io_spec()
-
-    def tensor(entry: dict[str, Any]) -> dict[str, Any]:
-        dims = [int(d) for d in entry["shape"][1:]]
-        described: dict[str, Any] = {"name": entry["name"], "data_type": _CONFIG_TYPES.get(entry["dtype"], "TYPE_FP32"),
-                                     "dims": dims or [1]}
-        if not dims:
-            described["reshape"] = {"shape": []}
-        return described
-
+    info, batcher = model.info, model.batcher
+    spec = info.io_spec()
     device = model.device
+    group: dict[str, Any] = {"name": model.name, "kind": "KIND_CPU", "count": 1}
+    if device.startswith("cuda"):
+        group["kind"] = "KIND_GPU"
+        group["gpus"] = [int(device.partition(":")[2] or 0)]
     return {
         "name": model.name,
         "platform": PLATFORMS.get(model.backend, model.backend),
-        "backend": TRITON_BACKENDS.get(model.backend, model.backend),
+        "backend": BACKENDS.get(model.backend, model.backend),
         "version_policy": {"latest": {"num_versions": 1}},
-        "max_batch_size": int(model.batcher.max_batch),
-        "input": [tensor(e) for e in spec["inputs"]],
-        "output": [tensor(e) for e in spec["outputs"]],
-        "dynamic_batching": {"max_queue_delay_microseconds": int(round(model.batcher.max_delay * 1e6))},
-        "instance_group": [{"name": model.name, "count": 1,
-                            "kind": "KIND_GPU" if device.startswith("cuda") else "KIND_CPU"}],
-        "parameters": {"ganport.kind": {"string_value": model.info.kind}},
+        "max_batch_size": int(batcher.max_batch),
+        "input": [_config_tensor(e) for e in spec["inputs"]],
+        "output": [_config_tensor(e) for e in spec["outputs"]],
+        "instance_group": [group],
+        "default_model_filename": str(info.files.get(model.backend, "")),
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": int(round(batcher.max_delay * 1e6)),
+            "preserve_ordering": True,
+            "default_queue_policy": {"timeout_action": "REJECT", "allow_timeout_override": True,
+                                     "max_queue_size": int(batcher.max_queue)},
+        },
+        "parameters": {METADATA_PARAMETER: {"string_value": json.dumps(info.to_dict(), sort_keys=True)}},
+        "model_transaction_policy": {"decoupled": False},
     }
 
 
+def _duration(count: float, seconds: float) -> dict[str, int]:
+    return {"count": int(count), "ns": int(round(seconds * 1e9))}
+
+
 def model_statistics(model: ServedModel, metrics: Any) -> dict[str, Any]:
-    """The model's statistics in Triton's ``ModelStatistics`` shape, from the server's metrics.
+    """Triton's ``ModelStatistics`` (JSON form) for one model, from the server's metrics.
 
-    ``inference_stats.success``/``fail``: requests (every protocol, every method) with status OK /
-    not OK, and their total handling time; ``queue``: time requests waited before their first model
-    call; ``compute_infer``: model calls and their duration; ``inference_count``: images
-    generated; ``execution_count``: model calls (batches). Durations are in nanoseconds.
+    * ``inference_count``: rows (images) computed by model calls, and ``execution_count``: model
+      calls, as Triton defines them (a batch of 8 merged requests is 8 inferences, 1 execution);
+    * ``inference_stats.success`` / ``fail``: inference requests (:data:`INFERENCE_METHODS`, every
+      protocol) answered OK / with an error, and their handling time end to end;
+    * ``queue``: requests that reached a model call and their time in the batch queue;
+      ``compute_infer``: model calls and their duration (ganport's model call includes input and
+      output handling, so ``compute_input``/``compute_output`` are zero);
+    * ``batch_stats``: model calls per batch size;
+    * ``last_inference``: end of the last model call, ms since the epoch (0: never).
+
+    Counts are cumulative since the server started (an unloaded and reloaded model keeps them).
     """
-    name = model.name
-    stats = metrics.model_stats(name)
-    requests, ok = stats["requests"], stats["ok"]
-    handled_ns = int(metrics.count("ganport_request_seconds_sum", model=name) * 1e9)
-    share = ok / requests if requests else 0.0
-    queue_count = int(metrics.count("ganport_queue_seconds_count", model=name))
-
-    def duration(count: int, ns: int) -> dict[str, int]:
-        return {"count": int(count), "ns": int(ns)}
-
-    zero = duration(0, 0)
+    success, fail = [0, 0.0], [0, 0.0]
+    for (method, code), (count, seconds) in metrics.request_totals(model.name).items():
+        if method in INFERENCE_METHODS:
+            bucket = success if code == "OK" else fail
+            bucket[0] += count
+            bucket[1] += seconds
+    batches = metrics.batch_totals(model.name)
+    queued, queue_seconds = metrics.queue_totals(model.name)
+    last = metrics.last_batch_time(model.name)
+    zero = _duration(0, 0.0)
     return {
-        "name": name, "version": MODEL_VERSION, "last_inference": 0,
-        "inference_count": stats["images"], "execution_count": stats["batches"],
+        "name": model.name,
+        "version": MODEL_VERSION,
+        "last_inference": 0 if last is None else int(last * 1000),
+        "inference_count": sum(size * count for size, (count, _) in batches.items()),
+        "execution_count": sum(count for count, _ in batches.values()),
         "inference_stats": {
-            "success": duration(ok, handled_ns * share), "fail": duration(requests - ok, handled_ns * (1 - share)),
-            "queue": duration(queue_count, stats["queue_seconds_sum"] * 1e9),
+            "success": _duration(*success), "fail": _duration(*fail), "queue": _duration(queued, queue_seconds),
             "compute_input": zero,
-            "compute_infer": duration(stats["batches"], stats["compute_seconds_sum"] * 1e9),
+            "compute_infer": _duration(sum(c for c, _ in batches.values()), sum(s for _, s in batches.values())),
             "compute_output": zero, "cache_hit": zero, "cache_miss": zero,
         },
-        "batch_stats": [],
+        "batch_stats": [{"batch_size": size, "compute_input": zero, "compute_infer": _duration(count, seconds),
+                         "compute_output": zero} for size, (count, seconds) in batches.items()],
     }
 
 
 def models_statistics(models: ModelRegistry, metrics: Any, name: str = "", version: str = "") -> list[dict[str, Any]]:
-    """:func:`model_statistics` of ``name`` (ModelNotFoundError if not served), or of every model when empty."""
-    chosen = [find_model(models, name, version)] if name else list(models.values())
+    """:func:`model_statistics` of ``name`` (NOT_FOUND if not served), or of every model when empty."""
+    chosen: Iterable[ServedModel] = [find_model(models, name, version)] if name else list(models.values())
     return [model_statistics(model, metrics) for model in chosen]
 
 
 def repository_index(models: ModelRegistry) -> list[dict[str, str]]:
-    """Every served model as a repository index entry: ``name``, ``version``, ``state``, ``reason``."""
+    """Every served model as a repository index entry (for a server without a model repository)."""
     return [{"name": name, "version": MODEL_VERSION, "state": "READY", "reason": ""} for name in models]

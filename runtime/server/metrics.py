@@ -19,6 +19,8 @@ name                                        type       labels
 ``ganport_dropped_total``                   counter    model, reason (deadline, cancelled, ...)
 ``ganport_queue_depth``                     gauge      model (requests waiting)
 ``ganport_auth_failures_total``             counter    (none)
+``ganport_cache_requests_total``            counter    model, result (hit, miss): response cache lookups
+``ganport_cache_bytes``                      gauge      (none): bytes held by the response cache
 ``ganport_decode_errors_total``             counter    (none): request bodies that were not valid protobuf
 ==========================================  =========  ============================================
 """
@@ -26,6 +28,8 @@ name                                        type       labels
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -75,15 +79,29 @@ class Metrics:
                                  registry=registry)
         self.auth_failures = Counter("ganport_auth_failures", "Calls refused for a missing or wrong token.",
                                      registry=registry)
+        self.cache_requests = Counter("ganport_cache_requests", "Response cache lookups of deterministic requests.",
+                                      ("model", "result"), registry=registry)
+        self.cache_bytes = Gauge("ganport_cache_bytes", "Bytes of responses held by the response cache.",
+                                 registry=registry)
         self.decode_errors = Counter("ganport_decode_errors", "Request bodies that were not valid protobuf.",
                                      registry=registry)
         self._max_batch: dict[str, int] = {}
+        # Exact in-process totals behind the KServe ModelStatistics call (the Prometheus series
+        # above keep durations in histograms without the status code, and batch sizes bucketed).
+        self._totals_lock = threading.Lock()
+        self._request_totals: dict[tuple[str, str, str], list] = {}  # (model, method, code) -> [n, s]
+        self._batch_totals: dict[str, dict[int, list]] = {}  # model -> {size: [n, s]}
+        self._last_batch: dict[str, float] = {}  # model -> time.time() at the end of its last call
 
     # -- recording -----------------------------------------------------------------------------
     def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
         """Record one finished RPC with its status code name (``OK``, ``INVALID_ARGUMENT``...)."""
         self.requests.labels(model, method, code).inc()
         self.request_seconds.labels(model, method).observe(seconds)
+        with self._totals_lock:
+            total = self._request_totals.setdefault((model, method, code), [0, 0.0])
+            total[0] += 1
+            total[1] += seconds
 
     def observe_batch(self, model: str, size: int, compute_seconds: float) -> None:
         """Record one model call of ``size`` images."""
@@ -92,6 +110,11 @@ class Metrics:
         self.images.labels(model).inc(size)
         if size > self._max_batch.get(model, 0):
             self._max_batch[model] = size
+        with self._totals_lock:
+            total = self._batch_totals.setdefault(model, {}).setdefault(int(size), [0, 0.0])
+            total[0] += 1
+            total[1] += compute_seconds
+            self._last_batch[model] = time.time()
 
     def observe_queue(self, model: str, seconds: float) -> None:
         """Record how long one request waited before its first model call."""
@@ -100,6 +123,14 @@ class Metrics:
     def observe_drop(self, model: str, reason: str) -> None:
         """Record a request dropped before running."""
         self.dropped.labels(model, reason).inc()
+
+    def observe_cache(self, model: str, hit: bool) -> None:
+        """Record one response-cache lookup (``result`` label ``hit`` or ``miss``)."""
+        self.cache_requests.labels(model, "hit" if hit else "miss").inc()
+
+    def set_cache_bytes(self, size: int) -> None:
+        """Publish the response cache's size in bytes."""
+        self.cache_bytes.set(size)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """Publish the current number of waiting requests."""
@@ -133,6 +164,27 @@ class Metrics:
             "queue_seconds_sum": self._sum("ganport_queue_seconds_sum", model=model),
             "compute_seconds_sum": self._sum("ganport_compute_seconds_sum", model=model),
         }
+
+    def request_totals(self, model: str) -> dict[tuple[str, str], tuple[int, float]]:
+        """Finished RPCs of one model: ``{(method, code): (count, total seconds)}``."""
+        with self._totals_lock:
+            return {(method, code): (int(n), float(s)) for (name, method, code), (n, s)
+                    in self._request_totals.items() if name == model}
+
+    def batch_totals(self, model: str) -> dict[int, tuple[int, float]]:
+        """Successful model calls of one model by batch size: ``{size: (count, total seconds)}``."""
+        with self._totals_lock:
+            return {size: (int(n), float(s)) for size, (n, s) in sorted(self._batch_totals.get(model, {}).items())}
+
+    def last_batch_time(self, model: str) -> Optional[float]:
+        """``time.time()`` when the model's last successful call ended, or None."""
+        with self._totals_lock:
+            return self._last_batch.get(model)
+
+    def queue_totals(self, model: str) -> tuple[int, float]:
+        """Requests that reached a model call and their summed queue time (s)."""
+        return (int(self._sum("ganport_queue_seconds_count", model=model)),
+                self._sum("ganport_queue_seconds_sum", model=model))
 
     def count(self, name: str, **labels: str) -> float:
         """The value of a counter (summed over the other labels), e.g. ``count("ganport_auth_failures_total")``."""

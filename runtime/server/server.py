@@ -5,7 +5,8 @@ coroutines that await their batch's result, and model calls run in one worker th
 (see :mod:`.batcher`). On one port it serves:
 
 * ``ganport.v1.GeneratorService`` (:mod:`.servicer`);
-* ``inference.GRPCInferenceService``, the KServe v2 subset (:mod:`.kserve`);
+* ``inference.GRPCInferenceService``, the KServe v2 / Triton API (:mod:`.kserve`), with the
+  model repository (:mod:`.repository`) of the models directory when one was given;
 * ``grpc.health.v1.Health``: SERVING once the models are loaded, NOT_SERVING while draining;
 * server reflection.
 
@@ -46,7 +47,9 @@ from ganport.errors import GanportError, PackageError
 from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
+from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
+from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, warm_up
 from ganport.runtime.server.rpc import CallGuard, add_service
 from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
                                              ServedModel)
@@ -206,8 +209,10 @@ class GanportServer:
 
     Attributes:
         port: the bound gRPC port.
-        models: the :class:`ModelRegistry` of served models.
+        models: the :class:`ModelRegistry` of served models (KServe load/unload change it).
         metrics: the :class:`Metrics` registry (also on ``metrics_port`` when configured).
+        repository: the :class:`~.repository.ModelRepository` (load/unload of packages of the
+            models directory; shared by every protocol surface).
         metrics_port: the Prometheus HTTP port, or None.
         grpc_server: the underlying ``grpc.aio.Server``.
         http, rest: the HTTP server (:class:`~.rest.HttpServer`) and its app (:class:`~.rest.RestApp`),
@@ -234,6 +239,12 @@ class GanportServer:
         self.rest: Optional[Any] = None  # the rest.RestApp when HTTP is on (set by create_server)
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self.repository = None
+        #: The :class:`~.cache.ResponseCache` (disabled when ``cache_mb`` is 0).
+        self.cache: Optional[ResponseCache] = None
+        #: Seconds between model-directory scans (``model_control="poll"``), else None.
+        self.poll_seconds: Optional[float] = None
+        self._poller: Optional[asyncio.Task] = None
 
     @property
     def http_port(self) -> Optional[int]:
@@ -264,6 +275,9 @@ class GanportServer:
             if self.http is not None:
                 await self.http.start()
             await self._state.set(True)
+            if self.poll_seconds is not None:
+                self._poller = asyncio.get_running_loop().create_task(
+                    self.repository.poll_forever(self.poll_seconds), name="ganport-model-poll")
 
         self._runner.call(start())
         if self.http is not None:
@@ -293,6 +307,8 @@ class GanportServer:
             started = time.monotonic()
 
             async def stop() -> None:
+                if self._poller is not None:
+                    self._poller.cancel()
                 await self._state.set(False)
                 if drain > 0:
                     logger.info("draining for %.1f s before refusing new calls", drain)
@@ -331,7 +347,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   max_send_mb: Optional[float] = None, max_count: int = 1024, max_stream_count: int = 65536,
                   max_text_length: int = 64, token: Optional[str] = None, tls: Optional[TLSArg] = None,
                   metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
-                  workers: int = 4, kserve: bool = True, http_port: Optional[int] = None,
+                  workers: int = 4, kserve: bool = True, model_control: str = DEFAULT_MODEL_CONTROL,
+                  poll_seconds: float = 2.0, cache_mb: float = 0.0, http_port: Optional[int] = None,
                   http_host: Optional[str] = None) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
@@ -358,10 +375,18 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         workers: threads for work kept off the event loop besides model calls (Encode, encoding
             big responses); model calls have one thread per model.
         kserve: also serve the KServe v2 inference service.
+        model_control: ``none``, ``explicit`` or ``poll`` (see
+            :data:`~ganport.runtime.server.repository.MODEL_CONTROL`); only for a models directory.
+        poll_seconds: seconds between two scans of the directory with ``model_control="poll"``.
+        cache_mb: MiB of responses to deterministic requests (seeded Generate and RenderWord,
+            Decode) kept in an LRU cache (:mod:`.cache`); 0 (default) turns it off.
         http_port: also serve HTTP on this port (0 = a free one; None = no HTTP): KServe v2 REST,
             PNG endpoints and the web page (:mod:`.rest`), with the same models, batchers, limits
             (request bodies up to the receive limit), token and TLS (same cert/key) as gRPC.
         http_host: interface for the HTTP port (default: the host of ``address``).
+
+    Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
+    served, so health turns SERVING only when the first user call will be fast.
 
     Returns:
         ``(server, port)``: a :class:`GanportServer` and the bound port.
@@ -375,13 +400,36 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     send = int((max_send_mb or max_message_mb) * MIB)
     limits = Limits(max_count=max_count, max_stream_count=max_stream_count, max_text_length=max_text_length,
                     max_send_bytes=send, max_receive_bytes=receive)
+    if cache_mb < 0:
+        raise GanportError(f"cache_mb must be >= 0, got {cache_mb}")
+    if poll_seconds <= 0:
+        raise GanportError(f"poll_seconds must be > 0, got {poll_seconds}")
     generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
+    for name, gen in generators.items():
+        logger.info("warmed up model %r in %.0f ms", name, warm_up(gen, max_batch) * 1000)
     metrics = Metrics()
-    registry = ModelRegistry({
-        name: ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
-                                                    max_delay_ms=max_delay_ms, max_queue=max_queue,
-                                                    metrics=metrics))
-        for name, gen in generators.items()})
+
+    def make_model(name: str, gen: Any) -> ServedModel:
+        return ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
+                                                     max_delay_ms=max_delay_ms, max_queue=max_queue,
+                                                     metrics=metrics))
+
+    registry = ModelRegistry({name: make_model(name, gen) for name, gen in generators.items()})
+    repository = ModelRepository(registry)
+    if isinstance(models, (str, Path)):
+        # Packages loaded later (KServe RepositoryModelLoad) open exactly as the first ones did.
+        load_threads = threads or default_threads(len(generators))
+
+        def load_generator(directory: Path) -> Any:
+            from ganport.runtime.generator import Generator
+
+            return Generator.load(directory, backend=backend, device=device, threads=load_threads,
+                                  max_batch=max_batch, spin=False)
+
+        repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control)
+    cache = ResponseCache(int(cache_mb * MIB), metrics)
+    # One servicer for gRPC and the REST PNG endpoints: same validation, limits and cache.
+    generator_servicer = GeneratorServicer(registry, limits, cache)
     guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
     executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
     runner = _LoopThread()
@@ -417,12 +465,13 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
         state = ServingState(health_servicer, services)
         add_service(server, generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
-                    GeneratorServicer(registry, limits), guard)
+                    generator_servicer, guard)
         if kserve:
             from ganport.runtime.server import kserve as kserve_module
 
             add_service(server, kserve_module.SERVICE,
-                        kserve_module.KServeServicer(registry, limits, lambda: state.serving), guard)
+                        kserve_module.KServeServicer(registry, limits, lambda: state.serving,
+                                                     repository=repository, metrics=metrics), guard)
         add_service(server, health_pb2.DESCRIPTOR.services_by_name["Health"], health_servicer, guard,
                     is_open=True)
         add_service(server, reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
@@ -464,7 +513,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     if http_sock is not None:
         from ganport.runtime.server import rest
 
-        http_app = rest.RestApp(registry, limits, metrics, guard, lambda: state.serving)
+        http_app = rest.RestApp(registry, limits, metrics, guard, lambda: state.serving,
+                                servicer=generator_servicer)
         try:
             http = rest.HttpServer(http_app.app, http_sock, tls=tls)
         except GanportError as exc:
@@ -478,10 +528,14 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}", exc) from exc
     server = GanportServer(runner, grpc_server, registry, state, health_servicer, metrics, port, host=host,
                            metrics_http=metrics_http, executor=executor, http=http)
+    server.repository = repository
+    server.cache = cache
+    if model_control == "poll" and repository.directory is not None:
+        server.poll_seconds = float(poll_seconds)
     server.rest = http_app  # the rest.RestApp, or None without HTTP
     if http_app is not None:
-        # The REST /v2/repository routes use the server's model repository when it has one.
-        http_app.repository = getattr(server, "repository", None)
+        # The REST /v2/repository routes use the server's model repository (load/unload/index).
+        http_app.repository = repository
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
                 ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
     return server, port

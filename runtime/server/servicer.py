@@ -19,7 +19,8 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping, Optional
+import itertools
+from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 import grpc
 import numpy as np
@@ -28,6 +29,7 @@ from ganport.errors import InvalidInputError, ModelNotFoundError, ResourceExhaus
 from ganport.runtime.images import to_uint8
 from ganport.runtime.server import codec
 from ganport.runtime.server.batcher import DynamicBatcher
+from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.status import UnsupportedError
 from ganport.v1 import generator_pb2 as pb
 from ganport.v1 import generator_pb2_grpc as pb_grpc
@@ -46,6 +48,7 @@ MAX_LABEL_NAME = 256
 _MAX_WORD_HEIGHT = 1024
 # Responses bigger than this are encoded in a worker thread, so the loop keeps serving.
 _INLINE_PACK_BYTES = 256 * 1024
+_GENERATIONS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class ServedModel:
         self.name = name
         self.generator = generator
         self.batcher = batcher
+        #: Distinct for every ServedModel ever made: (re)loading a model gives it a new one, so
+        #: cached responses of the old model can never answer for the new one.
+        self.generation = next(_GENERATIONS)
 
     @property
     def info(self):
@@ -113,10 +119,22 @@ class ServedModel:
 
 
 class ModelRegistry(Mapping[str, ServedModel]):
-    """The served models by name (read-only once the server starts)."""
+    """The served models by name.
+
+    Reading is a plain mapping, safe from any thread. Models are added and removed only on the
+    server's event loop (:meth:`add`, :meth:`remove`), copy-on-write: a lookup sees the old or
+    the new mapping, never a half-changed one, and a call that already holds a model finishes
+    with it. A removed model answers NOT_FOUND to calls that arrive afterwards.
+    """
 
     def __init__(self, models: Mapping[str, ServedModel]):
         self._models = dict(sorted(models.items()))
+        #: Called with a model name whenever that name's model is replaced or removed.
+        self.listeners: list[Callable[[str], None]] = []
+
+    def _changed(self, name: str) -> None:
+        for listener in self.listeners:
+            listener(name)
 
     def __getitem__(self, name: str) -> ServedModel:
         return self._models[name]
@@ -126,6 +144,27 @@ class ModelRegistry(Mapping[str, ServedModel]):
 
     def __len__(self) -> int:
         return len(self._models)
+
+    async def add(self, model: ServedModel) -> None:
+        """Serve ``model`` under ``model.name``; a model already served under that name is
+        replaced at once (new calls go to the new one) and its queued work drains."""
+        old = self._models.get(model.name)
+        self._models = dict(sorted({**self._models, model.name: model}.items()))
+        self._changed(model.name)
+        if old is not None and old is not model:
+            await old.batcher.close(drain=True)
+
+    async def remove(self, name: str) -> ServedModel:
+        """Stop serving ``name``: new calls get NOT_FOUND at once; returns after its queued work ran.
+
+        Raises:
+            ModelNotFoundError: ``name`` is not served.
+        """
+        model = self.get_model(name)
+        self._models = {key: value for key, value in self._models.items() if key != name}
+        self._changed(name)
+        await model.batcher.close(drain=True)
+        return model
 
     def get_model(self, name: str) -> ServedModel:
         """The model served as ``name``.
@@ -229,9 +268,17 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         limits: request limits.
     """
 
-    def __init__(self, models: ModelRegistry, limits: Limits):
+    def __init__(self, models: ModelRegistry, limits: Limits, cache: Optional[ResponseCache] = None):
         self.models = models
         self.limits = limits
+        self.cache = cache if cache is not None else ResponseCache(0)
+        models.listeners.append(self.cache.drop_model)
+
+    def _cache_key(self, model: ServedModel, method: str, request) -> Optional[tuple]:
+        """The cache key of a deterministic request, or None (cache off)."""
+        if not self.cache.enabled:
+            return None
+        return model.name, model.generation, method, request.SerializeToString(deterministic=True)
 
     # -- helpers -------------------------------------------------------------------------------
     def _check_response_estimate(self, model: ServedModel, count: int, encoding: int) -> None:
@@ -269,6 +316,9 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
 
     async def Generate(self, request, context):
         model = self.models.get_model(request.model)
+        key = self._cache_key(model, "Generate", request) if request.HasField("seed") else None
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            return cached
         count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_count)
         self._check_response_estimate(model, count, encoding)
         images = await model.run(z, labels, context)
@@ -276,6 +326,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                                        labels=[] if labels is None else labels.tolist(),
                                        images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "use GenerateStream or a smaller count")
+        if key is not None:
+            self.cache.put(key, response)
         return response
 
     async def GenerateStream(self, request, context) -> AsyncIterator[pb.GenerateChunk]:
@@ -313,6 +365,9 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
 
     async def Decode(self, request, context):
         model = self.models.get_model(request.model)
+        key = self._cache_key(model, "Decode", request)
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            return cached
         encoding = codec.resolve_encoding(request.encoding)
         if not request.HasField("latents"):
             raise InvalidInputError("latents are required: a FloatTensor of shape [N, latent_dim]")
@@ -323,6 +378,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         response = pb.DecodeResponse(model=model.name, labels=[] if labels is None else labels.tolist(),
                                      images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "decode fewer latents per call")
+        if key is not None:
+            self.cache.put(key, response)
         return response
 
     async def Encode(self, request, context):
@@ -344,6 +401,9 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
 
     async def RenderWord(self, request, context):
         model = self.models.get_model(request.model)
+        key = self._cache_key(model, "RenderWord", request) if request.HasField("seed") else None
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            return cached
         encoding = codec.resolve_encoding(request.encoding, allowed=(codec.PNG, codec.RAW_UINT8))
         text = request.text
         if len(text) > self.limits.max_text_length:
@@ -368,6 +428,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         response = pb.RenderWordResponse(model=model.name, seed=seed, labels=plan.labels.tolist(),
                                          image=codec.uint8_to_batch(word[None], encoding))
         check_size(response, self.limits.max_send_bytes, "render a shorter text or a smaller height")
+        if key is not None:
+            self.cache.put(key, response)
         return response
 
     def _check_word_size(self, model: ServedModel, plan) -> None:

@@ -1,0 +1,229 @@
+"""Models that come and go without a restart: poll and explicit model control, warm-up, the CLI.
+
+Real servers on free loopback ports, real packages written to disk by the tests, 16 client
+threads calling all the time while packages are replaced, broken, loaded and unloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+import runtime_helpers
+from ganport.cli import main
+from ganport.runtime import Generator
+from ganport.runtime.server import create_server
+from ganport.v1 import generator_pb2 as pb
+from ganport.v1 import generator_pb2_grpc as pb_grpc
+
+RAW_UINT8 = pb.IMAGE_ENCODING_RAW_UINT8
+TIMEOUT = 20
+CLASSES = list("0123456789")
+
+
+def _package(directory: Path, seed: int) -> Path:
+    return runtime_helpers.build_package(directory, kind="cgan", class_names=CLASSES, formats=("onnx",), seed=seed,
+                                         name=directory.name)
+
+
+class Callers:
+    """``n`` threads calling Generate(model, seed 7, label 3) in a loop; records every outcome."""
+
+    def __init__(self, target: str, model: str, n: int = 16):
+        self.model = model
+        self.failures: list[str] = []
+        self.images: list[tuple[float, bytes]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._channel = grpc.insecure_channel(target)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        stub = pb_grpc.GeneratorServiceStub(self._channel)
+        request = pb.GenerateRequest(model=self.model, count=1, seed=7, labels=pb.Labels(indices=[3]),
+                                     encoding=RAW_UINT8)
+        while not self._stop.is_set():
+            try:
+                reply = stub.Generate(request, timeout=TIMEOUT)
+            except grpc.RpcError as exc:
+                with self._lock:
+                    self.failures.append(f"{exc.code().name}: {exc.details()}")
+                continue
+            with self._lock:
+                self.images.append((time.monotonic(), reply.images.data))
+
+    def latest(self) -> bytes:
+        with self._lock:
+            return self.images[-1][1]
+
+    def wait_for(self, data: bytes, timeout: float) -> float:
+        """Seconds until a caller got ``data`` (raises if it never did)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            with self._lock:
+                if any(image == data and at >= started for at, image in self.images[-64:]):
+                    return time.monotonic() - started
+            time.sleep(0.02)
+        raise AssertionError(f"no caller got the expected image within {timeout} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        self._channel.close()
+
+
+def _expected(package: Path) -> bytes:
+    return Generator.load(package).generate(1, labels=3, seed=7).tobytes()
+
+
+@pytest.fixture()
+def poll_server(tmp_path):
+    models = tmp_path / "models"
+    _package(models / "digits", seed=0)
+    server, port = create_server("127.0.0.1:0", models, model_control="poll", poll_seconds=0.2)
+    server.start()
+    yield server, port, models
+    server.stop(grace=1)
+
+
+def test_poll_swaps_a_replaced_package_with_zero_failed_calls(poll_server, tmp_path, caplog):
+    server, port, models = poll_server
+    old, new = _expected(models / "digits"), _expected(_package(tmp_path / "staging" / "digits", seed=1))
+    assert old != new
+    callers = Callers(f"127.0.0.1:{port}", "digits")
+    try:
+        callers.wait_for(old, 10)
+        # What `ganport export --force` does: move the old package away, rename the new one in.
+        os.rename(models / "digits", models / ".digits.old")
+        os.rename(tmp_path / "staging" / "digits", models / "digits")
+        shutil.rmtree(models / ".digits.old")
+        took = callers.wait_for(new, 10)
+        time.sleep(0.3)
+    finally:
+        callers.stop()
+    assert callers.failures == []
+    assert took < 5, f"the new model answered only after {took:.1f} s"
+    assert len(callers.images) > 50
+
+
+def test_poll_never_lets_a_broken_package_replace_a_working_one(poll_server, tmp_path, caplog):
+    server, port, models = poll_server
+    good = _expected(models / "digits")
+    callers = Callers(f"127.0.0.1:{port}", "digits")
+    caplog.set_level(logging.WARNING, logger="ganport.runtime.server.repository")
+    try:
+        callers.wait_for(good, 10)
+        onnx = models / "digits" / "model.onnx"
+        data = onnx.read_bytes()
+        onnx.write_bytes(data[: len(data) // 3])  # a truncated copy
+        deadline = time.monotonic() + 10
+        while "digits" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few more polls: it must not retry the same broken files
+        assert callers.latest() == good
+        # A half-copied folder from another tool: manifest present, model missing.
+        (models / "newcomer").mkdir()
+        shutil.copy(models / "digits" / "manifest.json", models / "newcomer" / "manifest.json")
+        time.sleep(0.6)
+        assert "newcomer" not in server.models
+    finally:
+        callers.stop()
+    assert callers.failures == []
+    messages = [r.getMessage() for r in caplog.records if "digits" in r.getMessage()]
+    assert any("model.onnx" in m for m in messages), messages
+    assert sum("failed" in m for m in messages) == 1, "a broken package is retried only when it changes"
+    # Fixing the files brings the model back in line.
+    _package(tmp_path / "fixed" / "digits", seed=2)
+    shutil.copy(tmp_path / "fixed" / "digits" / "model.onnx", models / "digits" / "model.onnx")
+    shutil.copy(tmp_path / "fixed" / "digits" / "manifest.json", models / "digits" / "manifest.json")
+    deadline = time.monotonic() + 10
+    fixed = _expected(tmp_path / "fixed" / "digits")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GeneratorServiceStub(channel)
+        while time.monotonic() < deadline:
+            reply = stub.Generate(pb.GenerateRequest(model="digits", count=1, seed=7, labels=pb.Labels(indices=[3]),
+                                                     encoding=RAW_UINT8), timeout=TIMEOUT)
+            if reply.images.data == fixed:
+                break
+            time.sleep(0.1)
+        assert reply.images.data == fixed
+
+
+def test_poll_loads_new_and_unloads_removed_packages(poll_server, tmp_path):
+    server, port, models = poll_server
+    _package(tmp_path / "staging" / "extra", seed=3)
+    os.rename(tmp_path / "staging" / "extra", models / "extra")
+    deadline = time.monotonic() + 10
+    while "extra" not in server.models and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "extra" in server.models
+    shutil.rmtree(models / "extra")
+    deadline = time.monotonic() + 10
+    while "extra" in server.models and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "extra" not in server.models and "digits" in server.models
+
+
+def test_explicit_load_unload_and_reload_under_load(tmp_path, capsys):
+    models = tmp_path / "models"
+    _package(models / "digits", seed=0)
+    _package(models / "other", seed=4)
+    server, port = create_server("127.0.0.1:0", models)  # explicit is the default
+    server.start()
+    target = f"127.0.0.1:{port}"
+    callers = Callers(target, "digits")
+    try:
+        callers.wait_for(_expected(models / "digits"), 10)
+        assert main(["models", "--target", target, "unload", "other"]) == 0
+        assert "other" not in server.models
+        assert main(["models", "--target", target, "list"]) == 0
+        listing = capsys.readouterr().out
+        assert "digits\t1\tREADY" in listing and "other\t1\tUNAVAILABLE\tunloaded" in listing
+        assert main(["models", "--target", target, "load", "other"]) == 0
+        assert "other" in server.models
+        # Replace digits on disk, then reload it explicitly while it is being called.
+        shutil.rmtree(models / "digits")
+        _package(models / "digits", seed=5)
+        assert main(["models", "--target", target, "reload", "digits"]) == 0
+        callers.wait_for(_expected(models / "digits"), 10)
+        assert main(["models", "--target", target, "load", "nope"]) == 2
+        assert "error: NOT_FOUND" in capsys.readouterr().err
+    finally:
+        callers.stop()
+        server.stop(grace=1)
+    assert callers.failures == []
+
+
+def test_model_control_none_refuses_load_and_unload(tmp_path, capsys):
+    models = tmp_path / "models"
+    _package(models / "digits", seed=0)
+    server, port = create_server("127.0.0.1:0", models, model_control="none")
+    server.start()
+    try:
+        assert main(["models", "--target", f"127.0.0.1:{port}", "unload", "digits"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: FAILED_PRECONDITION") and "--model-control none" in err
+        assert "digits" in server.models
+    finally:
+        server.stop(grace=1)
+
+
+def test_models_are_warmed_up_before_serving(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ganport.runtime.server")
+    _package(tmp_path / "digits", seed=0)
+    server, _ = create_server("127.0.0.1:0", tmp_path / "digits")
+    server.stop(grace=0)
+    assert any("warmed up model 'digits'" in r.getMessage() for r in caplog.records)
+    with pytest.raises(Exception, match="poll_seconds"):
+        create_server("127.0.0.1:0", tmp_path / "digits", poll_seconds=0)
