@@ -30,6 +30,7 @@ from google.protobuf import text_encoding
 from ganport.errors import ExportError
 from ganport.export.job import Artifact, ExportJob
 from ganport.export.onnx_export import onnx_artifact
+from ganport.runtime.backends import BACKENDS
 from ganport.export.torchscript_export import torchscript_artifact
 from ganport.runtime.manifest import triton_dims
 
@@ -143,10 +144,10 @@ def write_triton(job: ExportJob) -> list[Artifact]:
         onnx_artifact(job, "generator", f"{onnx_dir}/1/model.onnx", f"triton:{name}",
                       listed=False, fmt="triton"),
         _config_artifact(f"{onnx_dir}/config.pbtxt", lambda metadata: render_config(
-            name, "onnxruntime_onnx", spec, onnx_outputs, max_batch, device, metadata)),
+            name, BACKENDS["onnx"].triton_platform, spec, onnx_outputs, max_batch, device, metadata)),
         torchscript_artifact(job, "generator", f"{torch_dir}/1/model.pt", f"triton:{name}{LIBTORCH_SUFFIX}",
                              listed=False, fmt="triton"),
         _config_artifact(f"{torch_dir}/config.pbtxt", lambda metadata: render_config(
-            f"{name}{LIBTORCH_SUFFIX}", "pytorch_libtorch", spec, torch_outputs, max_batch, device,
+            f"{name}{LIBTORCH_SUFFIX}", BACKENDS["torchscript"].triton_platform, spec, torch_outputs, max_batch, device,
             metadata)),
     ]

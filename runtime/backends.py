@@ -45,14 +45,19 @@ class BackendSpec:
     model_file: str
     encoder_key: str
     encoder_file: str
+    #: Triton's ``platform`` and ``backend`` names for this format (model config, KServe metadata).
+    triton_platform: str = ""
+    triton_backend: str = ""
 
 
 #: The backends, by name: the one table (the CLIs' ``--backend`` choices are its keys).
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec for spec in (
-        BackendSpec("onnx", ".onnx", "onnx", "model.onnx", "encoder_onnx", "encoder.onnx"),
-        BackendSpec("torchscript", ".ts", "torchscript", "model.ts", "encoder_torchscript", "encoder.ts"),
-        BackendSpec("pt2", ".pt2", "pt2", "model.pt2", "encoder_pt2", "encoder.pt2"),
+        BackendSpec("onnx", ".onnx", "onnx", "model.onnx", "encoder_onnx", "encoder.onnx",
+                    "onnxruntime_onnx", "onnxruntime"),
+        BackendSpec("torchscript", ".ts", "torchscript", "model.ts", "encoder_torchscript", "encoder.ts",
+                    "pytorch_libtorch", "pytorch"),
+        BackendSpec("pt2", ".pt2", "pt2", "model.pt2", "encoder_pt2", "encoder.pt2", "pytorch_pt2", "pytorch"),
     )
 }
 

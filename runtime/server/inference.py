@@ -22,15 +22,16 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ganport.errors import InvalidInputError, ModelNotFoundError
+from ganport.runtime.backends import BACKENDS as _BACKEND_TABLE
 from ganport.runtime.manifest import triton_dims
 from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents
 
 #: The only model version ganport serves; an empty version means the same.
 MODEL_VERSION = "1"
 #: KServe ``platform`` per ganport backend (Triton's names).
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "pt2": "pytorch_pt2"}
+PLATFORMS = {name: spec.triton_platform for name, spec in _BACKEND_TABLE.items()}
 #: Triton ``backend`` per ganport backend.
-BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch", "pt2": "pytorch"}
+TRITON_BACKENDS = {name: spec.triton_backend for name, spec in _BACKEND_TABLE.items()}
 #: The protocol extensions implemented (Triton's names), reported by ServerMetadata.
 EXTENSIONS = ("model_configuration", "model_repository", "statistics")
 #: Methods whose calls count as inference requests in :func:`model_statistics` (every surface
@@ -219,7 +220,7 @@ def model_config(model: ServedModel) -> dict[str, Any]:
     return {
         "name": model.name,
         "platform": PLATFORMS.get(model.backend, model.backend),
-        "backend": BACKENDS.get(model.backend, model.backend),
+        "backend": TRITON_BACKENDS.get(model.backend, model.backend),
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": int(batcher.max_batch),
         "input": [_config_tensor(e) for e in spec["inputs"]],
