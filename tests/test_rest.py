@@ -725,3 +725,24 @@ def test_repository_routes_use_the_servers_repository(models_dir):
         assert repository.calls == [("index", True), ("load", "other"), ("unload", "rgb"), ("load", "missing")]
     finally:
         server.stop(grace=1)
+
+
+def test_png_endpoints_share_the_grpc_response_cache(models_dir, gens):
+    """The PNG endpoints call the gRPC servicer, so seeded requests use the same response cache."""
+    import grpc
+
+    from ganport.v1 import generator_pb2 as pb
+    from ganport.v1 import generator_pb2_grpc as pb_grpc
+
+    server, port = create_server("127.0.0.1:0", models_dir / "glyphs", http_port=0, cache_mb=4)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            pb_grpc.GeneratorServiceStub(channel).RenderWord(
+                pb.RenderWordRequest(model="glyphs", text="Hey", seed=3), timeout=TIMEOUT)
+        reply = get(server, "/v1/models/glyphs/render.png?text=Hey&seed=3")
+        np.testing.assert_array_equal(decode_png(reply.body), gens["glyphs"].render_word("Hey", seed=3))
+        assert server.metrics.count("ganport_cache_requests_total", model="glyphs", result="hit") == 1
+        assert server.metrics.count("ganport_cache_requests_total", model="glyphs", result="miss") == 1
+    finally:
+        server.stop(grace=1)

@@ -67,7 +67,9 @@ HEADER_LENGTH = "inference-header-content-length"
 _INLINE_BYTES = 256 * 1024
 # A float32 written as JSON takes at most this many bytes (sign, digits, exponent, comma).
 _JSON_BYTES_PER_FLOAT = 16
-_NOISE = {"per-glyph": pb.NOISE_MODE_PER_GLYPH, "shared": pb.NOISE_MODE_SHARED}
+# per-glyph is the default: sent as UNSPECIFIED so the request equals a gRPC one that leaves it
+# unset (same response-cache key).
+_NOISE = {"per-glyph": pb.NOISE_MODE_UNSPECIFIED, "shared": pb.NOISE_MODE_SHARED}
 _PAGE = "index.html"
 # Content-Encoding -> zlib window bits (None: not compressed).
 _DECODERS = {"identity": None, "": None, "gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -601,7 +603,7 @@ class RestApp:
         if spacing is not None:
             options["spacing"] = max(-2 ** 31, min(spacing, 2 ** 31 - 1))
         reply = await self.servicer.RenderWord(pb.RenderWordRequest(
-            model=request.path_params["name"], text=text, noise=_NOISE[noise], encoding=pb.IMAGE_ENCODING_PNG,
+            model=request.path_params["name"], text=text, noise=_NOISE[noise],  # encoding: PNG, the default
             **options, **self._seed(request)), context)
         return _png_response(reply.image.png[0], {"X-Ganport-Seed": str(reply.seed),
                                                   "X-Ganport-Labels": _labels_header(reply.labels)})
