@@ -8,7 +8,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 OUT ?= out/demo
 EDGE_PACKAGE := build/edge-package
 
-.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels clean
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels chromium clean
 
 ## Full environment: training, export, runtime, server, tests.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -42,6 +42,10 @@ test-full: venv
 test-edge: venv runtime-venv
 	$(VENV)/bin/python scripts/build_edge_package.py $(EDGE_PACKAGE)
 	cd tests/edge && GANPORT_EDGE_PACKAGE=$(CURDIR)/$(EDGE_PACKAGE) ../../$(RUNTIME_VENV)/bin/pytest -q -p no:cacheprovider .
+
+## Debian's chromium for the browser test (tests/test_rest.py runs this itself when chromium is missing).
+chromium:
+	sh scripts/ensure_chromium.sh
 
 ## Regenerate the gRPC stubs in ganport/v1 from protos/.
 protos: venv

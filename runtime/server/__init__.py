@@ -1,10 +1,12 @@
-"""The ganport gRPC server: batched generation, word rendering, latent decoding for any client.
+"""The ganport gRPC (and HTTP) server: batched generation, word rendering, latent decoding for any client.
 
 Torch-free: it serves ONNX packages in the edge install. Modules:
 
 * :mod:`.server`: :func:`create_server` (assembles everything), :class:`GanportServer`;
 * :mod:`.servicer`: the ``ganport.v1.GeneratorService`` implementation;
 * :mod:`.kserve`: the KServe v2 / Open Inference Protocol subset (for ``tritonclient``);
+* :mod:`.inference`: the protocol-neutral Open Inference Protocol core (gRPC and REST);
+* :mod:`.rest`: HTTP: KServe v2 REST, PNG endpoints and the web page (Starlette + uvicorn);
 * :mod:`.batcher`: per-model dynamic batching;
 * :mod:`.metrics`: counters/histograms, Prometheus text on an optional HTTP port;
 * :mod:`.auth`: bearer-token interceptor and TLS credentials;

@@ -5,6 +5,7 @@ stays fast and torch is never imported.
 
 Examples:
     ganport serve packages/ --port 50051 --max-batch 64 --metrics-port 9100
+    ganport serve packages/ --http-port 8000        # + KServe v2 REST, PNG endpoints, web page
     ganport client --target 127.0.0.1:50051 generate glyphs -n 16 --seed 3 --label A -o grid.png
     ganport client render glyphs "HELLO" -o word.png
     ganport client decode glyphs --latents z.npy -o out.png
@@ -43,10 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_serve(subparsers) -> None:
     p = subparsers.add_parser(
-        "serve", help="serve model packages over gRPC (batched generation, KServe v2, health)",
+        "serve", help="serve model packages over gRPC and HTTP (batched generation, KServe v2, health)",
         description="Serve every model package in MODELS_DIR (each subdirectory with a manifest.json, "
                     "under its directory name; MODELS_DIR may also be one package). Prints "
-                    "'serving N model(s) on HOST:PORT' when ready; SIGTERM/SIGINT drain and exit 0.")
+                    "'serving N model(s) on HOST:PORT' when ready (after 'http on http://HOST:PORT' when HTTP "
+                    "is on); SIGTERM/SIGINT drain and exit 0.")
     p.add_argument("models_dir", metavar="MODELS_DIR", help="folder of model packages, or one package")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
@@ -81,6 +83,10 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get at shutdown (default 10)")
     p.add_argument("--drain-seconds", type=float, default=0.0,
                    help="keep serving this long with health NOT_SERVING before refusing calls (default 0)")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="also serve HTTP on this port: KServe v2 REST (tritonclient.http, curl), PNG "
+                        "endpoints and a web page at / (default: off; 0 picks a free one; Triton uses 8000)")
+    p.add_argument("--http-host", default=None, help="interface for the HTTP port (default: --host)")
     p.add_argument("--no-kserve", dest="kserve", action="store_false", help="do not serve the KServe v2 API")
     from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
 
@@ -114,7 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
         token=token, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
         kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
-        cache_mb=args.cache_mb)
+        cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host)
 
     stop = threading.Event()
 
@@ -127,6 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
     server.start()
     if server.metrics_port is not None:
         print(f"metrics on http://{_format_address(args.metrics_host, server.metrics_port)}/metrics", flush=True)
+    if server.http_url is not None:
+        print(f"http on {server.http_url}", flush=True)
     # The readiness line scripts wait for (keep its format).
     print(f"serving {len(server.models)} model(s) on {_format_address(args.host, port)}", flush=True)
     # Wait in short slices so the signal handler runs promptly in the main thread.

@@ -118,7 +118,9 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[Any], values: S
     if len(values) != count:
         raise InvalidInputError(f"input {name!r}: {len(values)} values, shape {list(dims)} needs {count}")
     try:
-        array = np.asarray(values, dtype=dtype)
+        # Out-of-range floats become inf (refused later as non-finite latents), without a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"input {name!r}: values must be {datatype} numbers") from exc
     if array.shape != (count,):
@@ -286,3 +288,8 @@ def models_statistics(models: ModelRegistry, metrics: Any, name: str = "", versi
     """:func:`model_statistics` of ``name`` (NOT_FOUND if not served), or of every model when empty."""
     chosen: Iterable[ServedModel] = [find_model(models, name, version)] if name else list(models.values())
     return [model_statistics(model, metrics) for model in chosen]
+
+
+def repository_index(models: ModelRegistry) -> list[dict[str, str]]:
+    """Every served model as a repository index entry (for a server without a model repository)."""
+    return [{"name": name, "version": MODEL_VERSION, "state": "READY", "reason": ""} for name in models]

@@ -10,6 +10,9 @@ coroutines that await their batch's result, and model calls run in one worker th
 * ``grpc.health.v1.Health``: SERVING once the models are loaded, NOT_SERVING while draining;
 * server reflection.
 
+With ``http_port`` it also serves HTTP on the same event loop (:mod:`.rest`, uvicorn): KServe v2
+REST, PNG endpoints and a web page, sharing the batchers with gRPC.
+
 Every method is registered with raw-bytes handlers (:mod:`.rpc`): the token is checked before
 the body is decoded, and undecodable bodies are INVALID_ARGUMENT.
 
@@ -212,12 +215,15 @@ class GanportServer:
             models directory; shared by every protocol surface).
         metrics_port: the Prometheus HTTP port, or None.
         grpc_server: the underlying ``grpc.aio.Server``.
+        http, rest: the HTTP server (:class:`~.rest.HttpServer`) and its app (:class:`~.rest.RestApp`),
+            or None when HTTP is off; ``http_port``/``http_url`` say where it listens.
         loop: the event loop the server runs on.
     """
 
     def __init__(self, runner: _LoopThread, grpc_server: grpc.aio.Server, models: ModelRegistry,
                  state: ServingState, health_servicer, metrics: Metrics, port: int, host: str,
-                 metrics_http: Optional[MetricsHTTPServer], executor: ThreadPoolExecutor):
+                 metrics_http: Optional[MetricsHTTPServer], executor: ThreadPoolExecutor,
+                 http: Optional[Any] = None):
         self._runner = runner
         self.loop = runner.loop
         self.grpc_server = grpc_server
@@ -229,6 +235,8 @@ class GanportServer:
         self._health = health_servicer
         self._metrics_http = metrics_http
         self._executor = executor
+        self.http = http
+        self.rest: Optional[Any] = None  # the rest.RestApp when HTTP is on (set by create_server)
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self.repository = None
@@ -237,6 +245,19 @@ class GanportServer:
         #: Seconds between model-directory scans (``model_control="poll"``), else None.
         self.poll_seconds: Optional[float] = None
         self._poller: Optional[asyncio.Task] = None
+
+    @property
+    def http_port(self) -> Optional[int]:
+        """The bound HTTP (REST) port, or None when HTTP is off."""
+        return None if self.http is None else int(self.http.port)
+
+    @property
+    def http_url(self) -> Optional[str]:
+        """``http://HOST:PORT`` (``https`` with TLS) of the HTTP surface, or None when it is off."""
+        if self.http is None:
+            return None
+        host = self.http.host
+        return f"{self.http.scheme}://{f'[{host}]' if ':' in host else host}:{self.http.port}"
 
     @property
     def metrics_port(self) -> Optional[int]:
@@ -251,12 +272,16 @@ class GanportServer:
         """Start serving; health turns SERVING (the models are already loaded)."""
         async def start() -> None:
             await self.grpc_server.start()
+            if self.http is not None:
+                await self.http.start()
             await self._state.set(True)
             if self.poll_seconds is not None:
                 self._poller = asyncio.get_running_loop().create_task(
                     self.repository.poll_forever(self.poll_seconds), name="ganport-model-poll")
 
         self._runner.call(start())
+        if self.http is not None:
+            logger.info("http on %s", self.http_url)
         logger.info("serving %d model(s) on %s:%d", len(self.models), self.host, self.port)
         return self
 
@@ -270,8 +295,8 @@ class GanportServer:
         1. health turns NOT_SERVING (and KServe ServerReady false);
         2. for ``drain`` seconds the server keeps serving, so load balancers watching health
            move traffic away before connections are refused;
-        3. new calls are refused; calls in flight get ``grace`` seconds to finish (None: wait
-           for all), then are cancelled;
+        3. new calls are refused (gRPC and HTTP); calls in flight get ``grace`` seconds to
+           finish (None: wait for all), then are cancelled;
         4. the batchers finish what is queued, the metrics port closes, the loop stops.
 
         Safe to call more than once (later calls wait for the first).
@@ -289,7 +314,10 @@ class GanportServer:
                     logger.info("draining for %.1f s before refusing new calls", drain)
                     await asyncio.sleep(drain)
                 await self._health.enter_graceful_shutdown()
-                await self.grpc_server.stop(grace)
+                stopping = [self.grpc_server.stop(grace)]
+                if self.http is not None:
+                    stopping.append(self.http.stop(grace))
+                await asyncio.gather(*stopping)
                 await self.models.close(drain=True)
 
             try:
@@ -320,7 +348,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   max_text_length: int = 64, token: Optional[str] = None, tls: Optional[TLSArg] = None,
                   metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
                   workers: int = 4, kserve: bool = True, model_control: str = DEFAULT_MODEL_CONTROL,
-                  poll_seconds: float = 2.0, cache_mb: float = 0.0) -> tuple[GanportServer, int]:
+                  poll_seconds: float = 2.0, cache_mb: float = 0.0, http_port: Optional[int] = None,
+                  http_host: Optional[str] = None) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -351,6 +380,10 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         poll_seconds: seconds between two scans of the directory with ``model_control="poll"``.
         cache_mb: MiB of responses to deterministic requests (seeded Generate and RenderWord,
             Decode) kept in an LRU cache (:mod:`.cache`); 0 (default) turns it off.
+        http_port: also serve HTTP on this port (0 = a free one; None = no HTTP): KServe v2 REST,
+            PNG endpoints and the web page (:mod:`.rest`), with the same models, batchers, limits
+            (request bodies up to the receive limit), token and TLS (same cert/key) as gRPC.
+        http_host: interface for the HTTP port (default: the host of ``address``).
 
     Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
     served, so health turns SERVING only when the first user call will be fast.
@@ -395,9 +428,29 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
 
         repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control)
     cache = ResponseCache(int(cache_mb * MIB), metrics)
+    # One servicer for gRPC and the REST PNG endpoints: same validation, limits and cache.
+    generator_servicer = GeneratorServicer(registry, limits, cache)
     guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
     executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
     runner = _LoopThread()
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    http_sock = None
+    if http_port is not None:
+        if tls is not None and not isinstance(tls, tuple):
+            runner.close()
+            executor.shutdown(wait=False)
+            raise GanportError("HTTP with TLS needs the certificate and key (tls=(cert, key)), "
+                               "not grpc.ServerCredentials")
+        from ganport.runtime.server import rest
+
+        http_address = http_host if http_host is not None else host
+        try:
+            http_sock = rest.bind_socket(http_address, http_port)
+        except OSError as exc:
+            runner.close()
+            executor.shutdown(wait=False)
+            raise GanportError(f"cannot listen for HTTP on {http_address}:{http_port}: {exc.strerror or exc}",
+                               hint="is the port already in use?") from exc
 
     async def build() -> tuple[grpc.aio.Server, ServingState, Any, int]:
         asyncio.get_running_loop().set_default_executor(executor)
@@ -412,7 +465,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
         state = ServingState(health_servicer, services)
         add_service(server, generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
-                    GeneratorServicer(registry, limits, cache), guard)
+                    generator_servicer, guard)
         if kserve:
             from ganport.runtime.server import kserve as kserve_module
 
@@ -434,6 +487,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         return server, state, health_servicer, port
 
     def fail(message: str, cause: Optional[BaseException] = None) -> GanportError:
+        if http_sock is not None:
+            http_sock.close()
         runner.call(registry.close(drain=False))
         runner.close()
         executor.shutdown(wait=False)
@@ -446,11 +501,24 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     except RuntimeError as exc:
         raise fail(f"cannot listen on {address}: {exc}", exc) from exc
     except GanportError:
+        if http_sock is not None:
+            http_sock.close()
         runner.close()
         executor.shutdown(wait=False)
         raise
     if port == 0:
         raise fail(f"cannot listen on {address}")
+
+    http = http_app = None
+    if http_sock is not None:
+        from ganport.runtime.server import rest
+
+        http_app = rest.RestApp(registry, limits, metrics, guard, lambda: state.serving,
+                                servicer=generator_servicer)
+        try:
+            http = rest.HttpServer(http_app.app, http_sock, tls=tls)
+        except GanportError as exc:
+            raise fail(str(exc), exc) from exc
 
     metrics_http = None
     if metrics_port is not None:
@@ -458,13 +526,16 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             metrics_http = MetricsHTTPServer(metrics, metrics_host, metrics_port)
         except OSError as exc:
             raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}", exc) from exc
-    server = GanportServer(runner, grpc_server, registry, state, health_servicer, metrics, port, host=(
-        address.rsplit(":", 1)[0].strip("[]") if ":" in address else address), metrics_http=metrics_http,
-        executor=executor)
+    server = GanportServer(runner, grpc_server, registry, state, health_servicer, metrics, port, host=host,
+                           metrics_http=metrics_http, executor=executor, http=http)
     server.repository = repository
     server.cache = cache
     if model_control == "poll" and repository.directory is not None:
         server.poll_seconds = float(poll_seconds)
+    server.rest = http_app  # the rest.RestApp, or None without HTTP
+    if http_app is not None:
+        # The REST /v2/repository routes use the server's model repository (load/unload/index).
+        http_app.repository = repository
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
                 ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
     return server, port

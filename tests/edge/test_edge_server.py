@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 def served(package):
     from ganport.runtime.server import create_server
 
-    server, port = create_server("127.0.0.1:0", package, max_delay_ms=2)
+    server, port = create_server("127.0.0.1:0", package, max_delay_ms=2, http_port=0)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield server, channel
@@ -50,3 +50,29 @@ def test_generate_render_and_health_without_torch(served, gen, package):
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     assert "torch" not in sys.modules, "the server must not import torch"
+
+
+def test_http_png_and_kserve_rest_without_torch(served, gen, package):
+    """The HTTP surface (Starlette + uvicorn, runtime dependencies) in the edge install."""
+    import json
+    import urllib.request
+
+    from ganport.runtime.images import decode_png
+
+    server, _ = served
+    base = server.http_url
+    with urllib.request.urlopen(f"{base}/v1/models/{package.name}/render.png?text=Edge&seed=2", timeout=10) as r:
+        assert r.headers["content-type"] == "image/png"
+        np.testing.assert_array_equal(decode_png(r.read()), gen.render_word("Edge", seed=2))
+    z = gen.sample_latents(2, seed=1)
+    body = json.dumps({"inputs": [
+        {"name": "z", "datatype": "FP32", "shape": [2, int(z.shape[1])], "data": z.ravel().tolist()},
+        {"name": "label", "datatype": "INT64", "shape": [2], "data": [10, 11]}]}).encode()
+    request = urllib.request.Request(f"{base}/v2/models/{package.name}/infer", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as r:
+        output = json.loads(r.read())["outputs"][0]
+    np.testing.assert_allclose(np.asarray(output["data"], np.float32).reshape(output["shape"]),
+                               gen.run(z, np.array([10, 11])), atol=1e-6)
+    with urllib.request.urlopen(f"{base}/", timeout=10) as r:
+        assert b"<title>ganport</title>" in r.read()
+    assert "torch" not in sys.modules, "the HTTP surface must not import torch"
