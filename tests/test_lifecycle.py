@@ -109,6 +109,7 @@ def test_poll_swaps_a_replaced_package_with_zero_failed_calls(poll_server, tmp_p
         os.rename(tmp_path / "staging" / "digits", models / "digits")
         shutil.rmtree(models / ".digits.old")
         took = callers.wait_for(new, 10)
+        assert server.metrics.count("ganport_model_loads_total", model="digits", result="ok") >= 1
         time.sleep(0.3)
     finally:
         callers.stop()
@@ -140,6 +141,7 @@ def test_poll_never_lets_a_broken_package_replace_a_working_one(poll_server, tmp
     finally:
         callers.stop()
     assert callers.failures == []
+    assert server.metrics.count("ganport_model_loads_total", model="digits", result="failed") == 1
     messages = [r.getMessage() for r in caplog.records if "digits" in r.getMessage()]
     assert any("model.onnx" in m for m in messages), messages
     assert sum("failed" in m for m in messages) == 1, "a broken package is retried only when it changes"

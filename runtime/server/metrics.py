@@ -19,6 +19,7 @@ name                                        type       labels
 ``ganport_dropped_total``                   counter    model, reason (deadline, cancelled, ...)
 ``ganport_queue_depth``                     gauge      model (requests waiting)
 ``ganport_auth_failures_total``             counter    (none)
+``ganport_model_loads_total``               counter    model, result (ok, failed): loads after start-up
 ``ganport_cache_requests_total``            counter    model, result (hit, miss): response cache lookups
 ``ganport_cache_bytes``                      gauge      (none): bytes held by the response cache
 ``ganport_decode_errors_total``             counter    (none): request bodies that were not valid protobuf
@@ -79,6 +80,8 @@ class Metrics:
                                  registry=registry)
         self.auth_failures = Counter("ganport_auth_failures", "Calls refused for a missing or wrong token.",
                                      registry=registry)
+        self.model_loads = Counter("ganport_model_loads", "Package loads and reloads after start-up (explicit "
+                                   "or polled), by result.", ("model", "result"), registry=registry)
         self.cache_requests = Counter("ganport_cache_requests", "Response cache lookups of deterministic requests.",
                                       ("model", "result"), registry=registry)
         self.cache_bytes = Gauge("ganport_cache_bytes", "Bytes of responses held by the response cache.",
@@ -123,6 +126,10 @@ class Metrics:
     def observe_drop(self, model: str, reason: str) -> None:
         """Record a request dropped before running."""
         self.dropped.labels(model, reason).inc()
+
+    def observe_load(self, model: str, ok: bool) -> None:
+        """Record one package (re)load after start-up (``result`` label ``ok`` or ``failed``)."""
+        self.model_loads.labels(model, "ok" if ok else "failed").inc()
 
     def observe_cache(self, model: str, hit: bool) -> None:
         """Record one response-cache lookup (``result`` label ``hit`` or ``miss``)."""

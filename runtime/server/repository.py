@@ -118,13 +118,14 @@ class ModelRepository:
     def __init__(self, registry: ModelRegistry, directory: Optional[Path] = None,
                  load_generator: Optional[Callable[[Path], Any]] = None,
                  make_model: Optional[Callable[[str, Any], ServedModel]] = None,
-                 model_control: str = DEFAULT_MODEL_CONTROL):
+                 model_control: str = DEFAULT_MODEL_CONTROL, metrics=None):
         if model_control not in MODEL_CONTROL:
             raise InvalidInputError(f"unknown model control {model_control!r}: valid modes are "
                                     f"{', '.join(MODEL_CONTROL)}")
         self.registry = registry
         self.directory = None if directory is None else Path(directory)
         self.model_control = model_control
+        self._metrics = metrics
         self._load_generator = load_generator
         self._make_model = make_model
         self._reasons: dict[str, str] = {}  # why a package is not served (load error, "unloaded")
@@ -223,6 +224,8 @@ class ModelRepository:
                                   name, directory)
             self._reasons[name] = f"load failed: {detail}"
             self._failed[name] = contents
+            if self._metrics is not None:
+                self._metrics.observe_load(name, ok=False)
             raise PackageError(f"cannot load model {name!r}: {detail}") from exc
         seconds = await asyncio.to_thread(warm_up, generator, self._max_batch(generator))
         model = self._make_model(name, generator)
@@ -233,6 +236,8 @@ class ModelRepository:
         self._reasons.pop(name, None)
         self._failed.pop(name, None)
         self._loaded[name] = contents
+        if self._metrics is not None:
+            self._metrics.observe_load(name, ok=True)
         logger.info("loaded model %r from %s (warm-up %.0f ms)", name, directory, seconds * 1000)
         return model
 

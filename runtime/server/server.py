@@ -426,7 +426,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             return Generator.load(directory, backend=backend, device=device, threads=load_threads,
                                   max_batch=max_batch, spin=False)
 
-        repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control)
+        repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control, metrics)
     cache = ResponseCache(int(cache_mb * MIB), metrics)
     # One servicer for gRPC and the REST PNG endpoints: same validation, limits and cache.
     generator_servicer = GeneratorServicer(registry, limits, cache)
