@@ -157,6 +157,41 @@ def _stream_requests(guard: CallGuard, request_class: type,
     return decoded()
 
 
+class _Call:
+    """One call's guard: maps any exception to a status, then records metrics and the log line.
+
+    Used as ``async with _Call(guard, method, context) as call:`` around a handler's body; the
+    body sets ``call.model`` once the request is decoded.
+    """
+
+    def __init__(self, guard: CallGuard, method: str, context: grpc.aio.ServicerContext):
+        self.guard = guard
+        self.method = method
+        self.context = context
+        self.model = ""
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    async def __aenter__(self) -> "_Call":
+        return self
+
+    async def __aexit__(self, exc_type, exc, traceback) -> bool:
+        try:
+            if exc is None:
+                return False
+            if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted itself (e.g. health)
+                self.code = _code_of(self.context, grpc.StatusCode.UNKNOWN)
+                return False
+            if not isinstance(exc, Exception):  # cancelled, or the stream was closed
+                self.code = grpc.StatusCode.CANCELLED
+                return False
+            self.code, message = _mapped(exc, self.method, self.model)
+            await self.context.abort(self.code, message)  # raises AbortError
+            return False
+        finally:
+            self.guard.record(self.model, self.method, self.code, self.started, self.context)
+
+
 def _handler(guard: CallGuard, name: str, method_descriptor, impl: Callable, is_open: bool):
     """One ``grpc.RpcMethodHandler`` for ``impl`` with raw-bytes requests."""
     request_class = message_factory.GetMessageClass(method_descriptor.input_type)
@@ -165,75 +200,29 @@ def _handler(guard: CallGuard, name: str, method_descriptor, impl: Callable, is_
     server_streaming = method_descriptor.server_streaming
     prepare = _unary_request(guard, name, request_class, is_open)
 
-    async def begin(request_or_iterator, context) -> tuple[Any, str]:
+    def begin(call: _Call, request_or_iterator) -> Any:
+        """Authenticate, then decode (a stream's messages are decoded as they arrive)."""
         if client_streaming:
             if not is_open:
-                guard.check_token(context)
-            return _stream_requests(guard, request_class, request_or_iterator), ""
-        request = prepare(request_or_iterator, context)
-        return request, _model_of(request)
+                guard.check_token(call.context)
+            return _stream_requests(guard, request_class, request_or_iterator)
+        request = prepare(request_or_iterator, call.context)
+        call.model = _model_of(request)
+        return request
 
     if not server_streaming:
-        async def unary_response(request_or_iterator, context):
-            started = time.perf_counter()
-            code, model = grpc.StatusCode.OK, ""
-            try:
-                request, model = await begin(request_or_iterator, context)
-                return await impl(request, context)
-            except grpc.aio.AbortError:
-                code = _code_of(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except BaseException as exc:  # noqa: BLE001 - mapped to a status, never a traceback
-                if not isinstance(exc, Exception):
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                code, message = _mapped(exc, name, model)
-                await context.abort(code, message)
-            finally:
-                guard.record(model, name, code, started, context)
-
-        behaviour = unary_response
+        async def behaviour(request_or_iterator, context):
+            async with _Call(guard, name, context) as call:
+                return await impl(begin(call, request_or_iterator), context)
     elif inspect.isasyncgenfunction(impl):
-        async def stream_response(request_or_iterator, context):
-            started = time.perf_counter()
-            code, model = grpc.StatusCode.OK, ""
-            try:
-                request, model = await begin(request_or_iterator, context)
-                async for item in impl(request, context):
+        async def behaviour(request_or_iterator, context):
+            async with _Call(guard, name, context) as call:
+                async for item in impl(begin(call, request_or_iterator), context):
                     yield item
-            except grpc.aio.AbortError:
-                code = _code_of(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except BaseException as exc:  # noqa: BLE001
-                if not isinstance(exc, Exception):
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                code, message = _mapped(exc, name, model)
-                await context.abort(code, message)
-            finally:
-                guard.record(model, name, code, started, context)
-
-        behaviour = stream_response
     else:  # a coroutine that writes with context.write (e.g. grpc_health's Watch)
-        async def written_response(request_or_iterator, context):
-            started = time.perf_counter()
-            code, model = grpc.StatusCode.OK, ""
-            try:
-                request, model = await begin(request_or_iterator, context)
-                await impl(request, context)
-            except grpc.aio.AbortError:
-                code = _code_of(context, grpc.StatusCode.UNKNOWN)
-                raise
-            except BaseException as exc:  # noqa: BLE001
-                if not isinstance(exc, Exception):
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                code, message = _mapped(exc, name, model)
-                await context.abort(code, message)
-            finally:
-                guard.record(model, name, code, started, context)
-
-        behaviour = written_response
+        async def behaviour(request_or_iterator, context):
+            async with _Call(guard, name, context) as call:
+                await impl(begin(call, request_or_iterator), context)
 
     factory = {(False, False): grpc.unary_unary_rpc_method_handler,
                (False, True): grpc.unary_stream_rpc_method_handler,
