@@ -8,7 +8,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 OUT ?= out/demo
 EDGE_PACKAGE := build/edge-package
 
-.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels clean
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels examples chromium clean
 
 ## Full environment: training, export, runtime, server, tests.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -79,6 +79,23 @@ gpu-check-dry: venv
 ## Wheels for the GPU machine, which reaches no package index (.gpu/wheels; ORT=1 adds onnxruntime-gpu in parts).
 gpu-wheels: venv
 	$(VENV)/bin/python scripts/gpu_wheels.py $(if $(ORT),--ort-gpu)
+
+## The other-language examples (docs/OTHER_LANGUAGES.md): node_modules for examples/node
+## (onnxruntime-node) and examples/browser (onnxruntime-web), from their package-lock.json files.
+## --ignore-scripts: onnxruntime-node's post-install step downloads CUDA binaries from outside the
+## npm registry (and fails offline); the CPU binding is in the npm package itself. Cached: rebuilt
+## when a lock file changes. tests/test_other_languages.py runs this when node_modules is missing.
+NPM ?= npm
+NPM_FLAGS := --ignore-scripts --no-audit --no-fund --loglevel=error
+examples/%/node_modules/.installed: examples/%/package.json examples/%/package-lock.json
+	cd examples/$* && $(NPM) ci $(NPM_FLAGS)
+	touch $@
+
+examples: examples/node/node_modules/.installed examples/browser/node_modules/.installed
+
+## Debian's chromium for the headless browser test (idempotent; needs root or sudo).
+chromium:
+	sh scripts/install_chromium.sh
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build out *.egg-info
