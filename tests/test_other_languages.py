@@ -207,7 +207,10 @@ def _dump_dom(chromium: str, url: str) -> str:
                    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
                    "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=20000",
                    "--dump-dom", url]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            return ""  # a hung browser counts as one failed try
     return result.stdout
 
 
