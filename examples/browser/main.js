@@ -97,6 +97,7 @@ function draw(pixels, [n, h, w, c]) {
   const canvas = document.getElementById("canvas");
   canvas.width = n * w;
   canvas.height = h;
+  canvas.style.width = `${n * w * Math.max(1, Math.floor(96 / h))}px`;  // scaled up, pixelated
   const ctx = canvas.getContext("2d");
   const rgba = ctx.createImageData(n * w, h);
   for (let i = 0; i < n; i++) {
