@@ -8,7 +8,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 OUT ?= out/demo
 EDGE_PACKAGE := build/edge-package
 
-.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels chromium clean
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels examples chromium clean
 
 ## Full environment: training, export, runtime, server, tests.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -43,7 +43,8 @@ test-edge: venv runtime-venv
 	$(VENV)/bin/python scripts/build_edge_package.py $(EDGE_PACKAGE)
 	cd tests/edge && GANPORT_EDGE_PACKAGE=$(CURDIR)/$(EDGE_PACKAGE) ../../$(RUNTIME_VENV)/bin/pytest -q -p no:cacheprovider .
 
-## Debian's chromium for the browser test (tests/test_rest.py runs this itself when chromium is missing).
+## Debian's chromium for the browser tests (tests/test_rest.py and tests/test_other_languages.py run
+## this themselves when chromium is missing; idempotent; needs root or passwordless sudo).
 chromium:
 	sh scripts/ensure_chromium.sh
 
@@ -83,6 +84,19 @@ gpu-check-dry: venv
 ## Wheels for the GPU machine, which reaches no package index (.gpu/wheels; ORT=1 adds onnxruntime-gpu in parts).
 gpu-wheels: venv
 	$(VENV)/bin/python scripts/gpu_wheels.py $(if $(ORT),--ort-gpu)
+
+## The other-language examples (docs/OTHER_LANGUAGES.md): node_modules for examples/node
+## (onnxruntime-node) and examples/browser (onnxruntime-web), from their package-lock.json files.
+## --ignore-scripts: onnxruntime-node's post-install step downloads CUDA binaries from outside the
+## npm registry (and fails offline); the CPU binding is in the npm package itself. Cached: rebuilt
+## when a lock file changes. tests/test_other_languages.py runs this when node_modules is missing.
+NPM ?= npm
+NPM_FLAGS := --ignore-scripts --no-audit --no-fund --loglevel=error
+examples/%/node_modules/.installed: examples/%/package.json examples/%/package-lock.json
+	cd examples/$* && $(NPM) ci $(NPM_FLAGS)
+	touch $@
+
+examples: examples/node/node_modules/.installed examples/browser/node_modules/.installed
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) build out *.egg-info
