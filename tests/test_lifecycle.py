@@ -109,6 +109,10 @@ def test_poll_swaps_a_replaced_package_with_zero_failed_calls(poll_server, tmp_p
         os.rename(tmp_path / "staging" / "digits", models / "digits")
         shutil.rmtree(models / ".digits.old")
         took = callers.wait_for(new, 10)
+        deadline = time.monotonic() + 5  # counted once the old model's queue has drained
+        while (server.metrics.count("ganport_model_loads_total", model="digits", result="ok") < 1
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         assert server.metrics.count("ganport_model_loads_total", model="digits", result="ok") >= 1
         time.sleep(0.3)
     finally:
