@@ -270,3 +270,40 @@ def test_unload_gives_the_memory_back(tmp_path):
         server.wait()
     assert loaded - before > 30 * 1024, (before, loaded)  # the big model really was in memory
     assert abs(after - before) < 0.10 * before, (before, loaded, after)
+
+
+def test_health_per_model_follows_load_and_unload(tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    models = tmp_path / "models"
+    _package(models / "digits", seed=0)
+    _package(models / "other", seed=1)
+    server, port = create_server("127.0.0.1:0", models)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def status(service: str) -> str:
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+                except grpc.RpcError as exc:
+                    return exc.code().name
+                return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+            assert status("digits") == status("other") == "SERVING"
+            assert status("nope") == "NOT_FOUND"
+            assert main(["models", "--target", f"127.0.0.1:{port}", "unload", "other"]) == 0
+            deadline = time.monotonic() + 5
+            while status("other") != "NOT_SERVING" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert status("other") == "NOT_SERVING" and status("digits") == "SERVING"
+            assert main(["models", "--target", f"127.0.0.1:{port}", "load", "other"]) == 0
+            deadline = time.monotonic() + 5
+            while status("other") != "SERVING" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert status("other") == "SERVING"
+            server.set_serving(False)
+            assert status("digits") == "NOT_SERVING"
+    finally:
+        server.stop(grace=1)

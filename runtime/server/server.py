@@ -176,15 +176,31 @@ class _LoopThread:
 class ServingState:
     """Whether the server accepts work; mirrored into the (asyncio) health service.
 
+    Besides the server ("") and its gRPC services, every served model has a health entry under
+    its own name: SERVING once it is loaded, verified and warmed up (and while the server
+    serves), NOT_SERVING after it is unloaded, so ``grpc_health_probe -service MODEL`` and
+    ``HealthStub.Check(service=MODEL)`` answer per model.
+
     Args:
         health_servicer: the ``grpc_health`` aio servicer to keep in sync.
         services: service names whose health status follows the state ("" = the whole server).
+        models: the model registry whose names get their own entries.
     """
 
-    def __init__(self, health_servicer: health.aio.HealthServicer, services: Iterable[str]):
+    def __init__(self, health_servicer: health.aio.HealthServicer, services: Iterable[str],
+                 models: Optional[ModelRegistry] = None):
         self._health = health_servicer
         self._services = ("", *services)
+        self._models = models
         self._serving = threading.Event()
+        if models is not None:
+            models.listeners.append(self._model_changed)
+
+    def _model_changed(self, name: str) -> None:
+        """A model was added, replaced or removed (called on the loop by the registry)."""
+        status = (health_pb2.HealthCheckResponse.SERVING if name in self._models and self.serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        asyncio.get_running_loop().create_task(self._health.set(name, status))
 
     @property
     def serving(self) -> bool:
@@ -198,7 +214,7 @@ class ServingState:
             self._serving.set()
         else:
             self._serving.clear()
-        for name in self._services:
+        for name in (*self._services, *(self._models or ())):
             await self._health.set(name, status)
 
 
@@ -463,7 +479,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         server = grpc.aio.server(options=options)
         health_servicer = health.aio.HealthServicer()
         services = [GENERATOR_SERVICE, *([KSERVE_SERVICE] if kserve else [])]
-        state = ServingState(health_servicer, services)
+        state = ServingState(health_servicer, services, registry)
         add_service(server, generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
                     generator_servicer, guard)
         if kserve:
