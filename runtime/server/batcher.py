@@ -169,7 +169,6 @@ class DynamicBatcher:
         self._worker: Optional[asyncio.Task] = None
         self._closed = False
         self._drain = True
-        self.busy = False  # True while a model call runs
 
     # -- caller side ---------------------------------------------------------------------------
     def submit(self, z: np.ndarray, labels: Optional[np.ndarray] = None, *,
@@ -363,12 +362,7 @@ class DynamicBatcher:
             labels = None
             if pieces[0][0].labels is not None:
                 labels = np.concatenate([r.labels[s:s + n] for r, s, n in pieces])
-        loop = asyncio.get_running_loop()
-        self.busy = True
-        try:
-            return await loop.run_in_executor(self._executor, self._call, z, labels)
-        finally:
-            self.busy = False
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, z, labels)
 
     async def _run_pieces(self, pieces: list[Piece]) -> None:
         """Run one model call over ``pieces`` and hand out the rows; isolate a failure."""

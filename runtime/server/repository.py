@@ -227,7 +227,8 @@ class ModelRepository:
             if self._metrics is not None:
                 self._metrics.observe_load(name, ok=False)
             raise PackageError(f"cannot load model {name!r}: {detail}") from exc
-        seconds = await asyncio.to_thread(warm_up, generator, self._max_batch(generator))
+        # load_generator opens packages with the server's --max-batch, the batch size to warm up.
+        seconds = await asyncio.to_thread(warm_up, generator, generator.max_batch)
         model = self._make_model(name, generator)
         replaced = name in self.registry
         await self.registry.add(model)
@@ -240,10 +241,6 @@ class ModelRepository:
             self._metrics.observe_load(name, ok=True)
         logger.info("loaded model %r from %s (warm-up %.0f ms)", name, directory, seconds * 1000)
         return model
-
-    def _max_batch(self, generator: Any) -> int:
-        served = next(iter(self.registry.values()), None)
-        return served.batcher.max_batch if served is not None else int(getattr(generator, "max_batch", 1))
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name`` after its queued work has run.

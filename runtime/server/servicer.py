@@ -389,10 +389,10 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                                    f"Encode works only for AAE models")
         if not request.HasField("images"):
             raise InvalidInputError("images are required")
-        if len(request.images.shape) > 0 and request.images.shape[0] > self.limits.max_count:
-            check_count(int(request.images.shape[0]), self.limits.max_count, "number of images")
-        if len(request.images.png) > self.limits.max_count:
-            check_count(len(request.images.png), self.limits.max_count, "number of images")
+        # Refuse an oversized batch from its declared size, before decoding any of it.
+        declared = max(len(request.images.png), int(request.images.shape[0]) if request.images.shape else 0)
+        if declared > self.limits.max_count:
+            check_count(declared, self.limits.max_count, "number of images")
         images = codec.batch_to_array(request.images)
         check_count(len(images), self.limits.max_count, "number of images")
         # The encoder is not batched (Encode is rare); it runs off the event loop.
