@@ -365,12 +365,13 @@ class ModelRepository:
                 await self.registry.remove(name, version)
                 self._loaded.pop((name, version), None)
                 self._missing.pop((name, version), None)
-                self._reasons[(name, version)] = f"not selected by the version policy {policy}"
+                reason = (f"not selected by the version policy {policy}" if version in on_disk
+                          else "removed from the models directory")
+                self._reasons[(name, version)] = reason
                 done["unloaded"].append(version)
+                logger.info("unloaded model %r version %s: %s", name, version, reason)
         if done["unloaded"]:
             release_memory()
-            logger.info("unloaded model %r version(s) %s: not selected by the version policy %s", name,
-                        ", ".join(done["unloaded"]), policy)
         return done
 
     async def unload(self, name: str) -> None:
@@ -429,15 +430,11 @@ class ModelRepository:
                 self._loaded.pop(key, None)
                 gone.append(key[1])
             async with self._guard():
-                for version in gone:
-                    if version in self.registry.versions(name):
-                        await self.registry.remove(name, version)
-                        done["unloaded"].append(label(version))
-                    self._reasons.pop((name, version), None)
-                if gone:
-                    release_memory()
-                changes = await self._sync(name, on_disk, force=False, pending=pending) if on_disk or pending \
-                    else {}
+                # Versions gone from disk are left out of the selection: the policy's next choice
+                # loads first, then they are unloaded, so the model never has no version.
+                changes = await self._sync(name, on_disk, force=False, pending=pending)
+            for version in gone:
+                self._reasons.pop((name, version), None)  # not on disk: not listed any more
             for kind, versions in changes.items():
                 done[kind].extend(label(v) for v in versions)
         if any(done.values()):
