@@ -167,7 +167,7 @@ def test_two_versions_side_by_side_give_their_own_images(both, expected):
             client.generate("digits", 1, seed=1, version="9")
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         assert "version '9'" in info.value.details() and "served versions: 1, 2" in info.value.details()
-    assert server.metrics.count("ganport_cache_requests_total", model="digits", result="hit") >= 2  # round two hit the cache
+    assert server.metrics.count("ganport_cache_requests_total", model="digits", result="hit") >= 2  # round two
 
 
 def test_kserve_grpc_addresses_versions(both, expected, packages):

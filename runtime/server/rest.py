@@ -652,7 +652,8 @@ class RestApp:
             **self._target(request), latents=codec.array_to_tensor(z), labels=self._labels(labels),
             encoding=pb.IMAGE_ENCODING_RAW_UINT8), context)
         png = await self._grid_png(codec.batch_to_array(reply.images), nrow)
-        return _png_response(png, {"X-Ganport-Labels": _labels_header(reply.labels), "X-Ganport-Version": reply.version})
+        return _png_response(png, {"X-Ganport-Labels": _labels_header(reply.labels),
+                                   "X-Ganport-Version": reply.version})
 
 
 # -------------------------------------------------------------------------------------- serving

@@ -443,7 +443,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         labels = model.generator.resolve_labels(labels_from_message(request.labels, len(z)), len(z))
         self._check_response_estimate(model, len(z), encoding)
         images = await model.run(z, labels, context)
-        response = pb.DecodeResponse(model=model.name, version=model.version, labels=[] if labels is None else labels.tolist(),
+        response = pb.DecodeResponse(model=model.name, version=model.version,
+                                     labels=[] if labels is None else labels.tolist(),
                                      images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "decode fewer latents per call")
         if key is not None:
@@ -493,7 +494,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         self._check_word_size(model, plan)
         glyphs = to_uint8(await model.run(plan.z, plan.labels, context), model.info.value_range)
         word = plan.compose(glyphs)
-        response = pb.RenderWordResponse(model=model.name, version=model.version, seed=seed, labels=plan.labels.tolist(),
+        response = pb.RenderWordResponse(model=model.name, version=model.version, seed=seed,
+                                         labels=plan.labels.tolist(),
                                          image=codec.uint8_to_batch(word[None], encoding))
         check_size(response, self.limits.max_send_bytes, "render a shorter text or a smaller height")
         if key is not None:
