@@ -148,6 +148,9 @@ class ModelRepository:
         # name -> (config.pbtxt stat, policy read from it): read again only when it changes; a
         # config that no longer parses keeps the last good policy.
         self._policies: dict[str, tuple[tuple, VersionPolicy]] = {}
+        # The last scan of the directory, for answers on the request path (ListModels, GetModel)
+        # that must not touch the disk; every scan (index, load, poll) refreshes it.
+        self._known: dict[str, dict[str, Path]] = {}
         if self.directory is not None:
             for name, found in self.packages().items():
                 for version, path in found.items():
@@ -160,7 +163,8 @@ class ModelRepository:
         :func:`~.versions.scan`; empty without a directory)."""
         if self.directory is None:
             return {}
-        return scan(self.directory)
+        self._known = scan(self.directory)
+        return self._known
 
     def policy(self, name: str) -> VersionPolicy:
         """The version policy of model ``name``: its ``config.pbtxt`` ``version_policy``, else
@@ -197,20 +201,21 @@ class ModelRepository:
         packages = self.packages()
         entries = []
         for name in sorted(set(packages) | set(self.registry)):
-            for entry in self._version_states(name, packages.get(name, {})):
+            for entry in self._version_states(name, packages.get(name, {}), self.policy(name)):
                 if entry["state"] == READY or not ready_only:
                     entries.append({"name": name, **entry})
         return entries
 
     def versions(self, name: str) -> list[dict[str, str]]:
-        """Every version of model ``name`` (on disk or served): ``[{"version", "state", "reason"}]``
-        in increasing version order."""
-        on_disk = {} if self.directory is None else self.packages().get(name, {})
-        return self._version_states(name, on_disk)
+        """Every version of model ``name`` (served, or found by the last scan of the directory):
+        ``[{"version", "state", "reason"}]`` in increasing version order. Reads no file (it
+        answers ListModels and GetModel)."""
+        policy = self._policies[name][1] if name in self._policies else self.version_policy
+        return self._version_states(name, self._known.get(name, {}), policy)
 
-    def _version_states(self, name: str, on_disk: dict[str, Path]) -> list[dict[str, str]]:
+    def _version_states(self, name: str, on_disk: dict[str, Path], policy: VersionPolicy) -> list[dict[str, str]]:
         served = self.registry.versions(name)
-        selected = set(self.policy(name).select(on_disk)) if on_disk else set()
+        selected = set(policy.select(on_disk)) if on_disk else set()
         entries = []
         for version in sorted(set(on_disk) | set(served), key=version_key):
             if version in served:
@@ -218,8 +223,7 @@ class ModelRepository:
                 continue
             reason = self._reasons.get((name, version))
             if reason is None:
-                reason = "not loaded" if version in selected else \
-                    f"not selected by the version policy {self.policy(name)}"
+                reason = "not loaded" if version in selected else f"not selected by the version policy {policy}"
             entries.append({"version": version, "state": UNAVAILABLE, "reason": reason})
         return entries
 
