@@ -354,9 +354,11 @@ def test_poll_picks_up_a_new_version_and_drops_a_removed_one(tmp_path, packages,
 
 def test_explicit_reload_applies_a_changed_policy_and_the_cli_shows_versions(tmp_path, packages, capsys):
     root = _repository(tmp_path / "models", packages)
-    server, port = create_server("127.0.0.1:0", root)  # explicit, latest:1
+    server, port = create_server("127.0.0.1:0", root, http_port=0)  # explicit, latest:1
     server.start()
     target = ["models", "--target", f"127.0.0.1:{port}"]
+    changed: list[str] = []  # the response cache and health listen here: every version change says NAME
+    server.models.listeners.append(changed.append)
     try:
         assert list(server.models.versions("digits")) == ["2"]
         assert main([*target, "list"]) == 0
@@ -367,6 +369,7 @@ def test_explicit_reload_applies_a_changed_policy_and_the_cli_shows_versions(tmp
         assert main([*target, "reload", "digits"]) == 0
         assert "reloaded digits (serving versions 1, 2)" in capsys.readouterr().out
         assert list(server.models.versions("digits")) == ["1", "2"]
+        assert changed == ["digits", "digits"]  # version 2 reloaded, version 1 loaded
         assert main(["client", "--target", f"127.0.0.1:{port}", "generate", "digits", "-n", "1", "--seed", "7",
                      "--label", "3", "--model-version", "1", "-o", str(tmp_path / "v1.png")]) == 0
         assert "from digits version 1" in capsys.readouterr().out
@@ -379,5 +382,15 @@ def test_explicit_reload_applies_a_changed_policy_and_the_cli_shows_versions(tmp
             assert client.health("digits") == "NOT_SERVING"
         assert main([*target, "load", "digits"]) == 0
         assert list(server.models.versions("digits")) == ["1", "2"]
+        # The same through KServe REST (tritonclient.http): unload and load every version.
+        client = httpclient.InferenceServerClient(url=server.http_url.split("://", 1)[1])
+        try:
+            client.unload_model("digits")
+            assert not client.is_model_ready("digits") and "digits" not in server.models
+            client.load_model("digits")
+            assert client.is_model_ready("digits", "1") and client.is_model_ready("digits", "2")
+        finally:
+            client.close()
+        assert changed.count("digits") >= 7
     finally:
         server.stop(grace=1)

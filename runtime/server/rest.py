@@ -393,7 +393,11 @@ class RestApp:
         """Validate a load/unload body: empty or ``{}`` (no config overrides or model files)."""
         if context.body.strip():
             options = _object(_parse_json(context.body), "the request body")
-            if options.get("parameters"):
+            parameters = options.get("parameters") or {}
+            if isinstance(parameters, dict) and parameters.get("unload_dependents") is False:
+                # What tritonclient.http's unload_model sends by default: nothing to do.
+                parameters = {k: v for k, v in parameters.items() if k != "unload_dependents"}
+            if parameters:
                 raise InvalidInputError("load/unload parameters (config overrides, model files, "
                                         "unload_dependents) are not supported: packages load from the "
                                         "served directory as they are")
