@@ -336,8 +336,9 @@ class ModelRepository:
             ``{"loaded", "reloaded", "unloaded", "failed"}`` lists of versions.
         """
         done: dict[str, list[str]] = {"loaded": [], "reloaded": [], "unloaded": [], "failed": []}
-        policy = self.policy(name)
-        contents = {version: fingerprint(path) for version, path in on_disk.items()}
+        # Off the event loop: these read the disk.
+        policy = await asyncio.to_thread(self.policy, name)
+        contents = await asyncio.to_thread(lambda: {version: fingerprint(path) for version, path in on_disk.items()})
         attempted: set[str] = set()
         while True:
             served = self.registry.versions(name)
