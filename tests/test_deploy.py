@@ -79,30 +79,49 @@ def test_runtime_and_inference_service_agree():
     assert int(metrics["prometheus.kserve.io/port"]) == int(_flag(args, "--metrics-port"))
 
 
-def test_image_runs_the_runtime_command_and_ganport_accepts_it():
+def _runtime_args(name: str) -> list[str]:
+    """The runtime container's arguments as KServe passes them for an InferenceService ``name``."""
     [container] = _load("servingruntime.yaml")["spec"]["containers"]
-    runtime_command = ["ganport", "serve", *[str(a) for a in container["args"]]]
-    assert _dockerfile_command() == runtime_command
+    return [str(a).replace("{{.Name}}", name) for a in container["args"]]
+
+
+def test_image_runs_the_runtime_command_and_ganport_accepts_it():
+    args = _runtime_args("glyphs")
+    assert _flag(args, "--model-name") == "glyphs"
+    # The image's default command is the runtime's, less the name only KServe knows.
+    i = args.index("--model-name")
+    assert _dockerfile_command() == ["ganport", "serve", *args[:i], *args[i + 2:]]
     from ganport.cli import build_parser
 
-    args = build_parser().parse_args(runtime_command[1:])
-    assert args.host == "0.0.0.0" and args.port == 8081 and args.http_port == 8080
+    parsed = build_parser().parse_args(["serve", *args])
+    assert parsed.host == "0.0.0.0" and parsed.port == 8081 and parsed.http_port == 8080
+    assert parsed.model_name == "glyphs" and parsed.models_dir == "/mnt/models"
 
 
-def test_the_runtime_command_serves_kserve_clients(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("layout", ["package", "version folders"])
+def test_the_runtime_command_serves_kserve_clients(tiny_checkpoint, tmp_path, layout):
+    """/mnt/models holds the model itself (a package, or versions 1/ and 2/): it is served under the
+    InferenceService's name, and with version folders the policy's default (latest) answers."""
     import tritonclient.grpc as grpcclient
 
     from ganport.export import export_package
 
-    runtime, service = _load("servingruntime.yaml"), _load("inferenceservice.yaml")
+    service = _load("inferenceservice.yaml")
     name = service["metadata"]["name"]
-    repository = tmp_path / "mnt-models"
-    export_package(tiny_checkpoint("cgan"), repository / name, formats=("onnx",), name=name)
+    mount = tmp_path / "mnt-models"
+    if layout == "package":
+        export_package(tiny_checkpoint("cgan"), mount, formats=("onnx",), name="exported-name")
+        versions = ["1"]
+    else:
+        export_package(tiny_checkpoint("cgan"), mount / "1", formats=("onnx",), name="exported-name")
+        export_package(tiny_checkpoint("cgan", seed=7), mount / "2", formats=("onnx",), name="exported-name")
+        versions = ["2"]
 
-    [container] = runtime["spec"]["containers"]
-    args = [str(a) for a in container["args"]]
-    args[0] = str(repository)
-    # Loopback and free ports instead of the pod's 0.0.0.0:8080/8081/9100; every other flag as written.
+    [container] = _load("servingruntime.yaml")["spec"]["containers"]
+    args = _runtime_args(name)
+    args[0] = str(mount)
+    # Loopback and free ports instead of the pod's 0.0.0.0:8080/8081/9100; every other flag as written
+    # (ServeProcess appends --port 0; the last --port wins).
     for flag, value in (("--host", "127.0.0.1"), ("--metrics-host", "127.0.0.1"), ("--http-port", "0"),
                         ("--metrics-port", str(_free_port())), ("--port", "0")):
         args[args.index(flag) + 1] = value
@@ -112,14 +131,32 @@ def test_the_runtime_command_serves_kserve_clients(tiny_checkpoint, tmp_path):
         lines = "".join(server.lines)
         http_port = int(HTTP_LINE.search(lines).group(1))
         metrics_port = int(METRICS_LINE.search(lines).group(1))
-        probe = container["readinessProbe"]["httpGet"]["path"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{probe}", timeout=10) as reply:
+        base = f"http://127.0.0.1:{http_port}"
+        with urllib.request.urlopen(base + container["readinessProbe"]["httpGet"]["path"], timeout=10) as reply:
             assert reply.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{name}/ready", timeout=10) as reply:
+        with urllib.request.urlopen(f"{base}/v2/models/{name}/ready", timeout=10) as reply:
             assert reply.status == 200
+        with urllib.request.urlopen(f"{base}/v2/models/{name}", timeout=10) as reply:
+            assert json.loads(reply.read())["versions"] == versions
         client = grpcclient.InferenceServerClient(server.target)
         assert client.is_server_ready() and client.is_model_ready(name)
+        index = client.get_model_repository_index().models
+        assert {m.name for m in index} == {name} and [m.version for m in index if m.state == "READY"] == versions
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
             assert b"ganport_" in reply.read()
     finally:
         server.kill()
+
+
+def test_a_model_name_for_a_folder_of_several_models_is_one_error_line(tiny_checkpoint, tmp_path):
+    import subprocess
+
+    from ganport.export import export_package
+
+    for model in ("a", "b"):
+        export_package(tiny_checkpoint("cgan"), tmp_path / model, formats=("onnx",), name=model)
+    result = subprocess.run([sys.executable, "-m", "ganport", "serve", str(tmp_path), "--port", "0",
+                             "--model-name", "glyphs"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "'glyphs'" in line and "a, b" in line

@@ -48,7 +48,7 @@ def _register_serve(subparsers) -> None:
         description="Serve every model in MODELS_DIR under its directory name: a subdirectory with a "
                     "manifest.json is one package (version 1); one with version folders 1/, 2/ ... (Triton's "
                     "layout, each a package) serves the versions its version policy selects. MODELS_DIR may "
-                    "also be one package. Prints "
+                    "also be one package or one model folder, served under --model-name or its own name. Prints "
                     "'serving N model(s) on HOST:PORT' when ready (after 'http on http://HOST:PORT' when HTTP "
                     "is on); SIGTERM/SIGINT drain and exit 0.")
     p.add_argument("models_dir", metavar="MODELS_DIR", help="folder of model packages, or one package")
@@ -105,6 +105,10 @@ def _register_serve(subparsers) -> None:
                         + "; ".join(POLICIES.values()))
     p.add_argument("--poll-seconds", type=float, default=2.0,
                    help="seconds between two scans of MODELS_DIR with --model-control poll (default 2)")
+    p.add_argument("--model-name", default=None, metavar="NAME",
+                   help="serve MODELS_DIR under this name when it is one model (a package, or a folder of "
+                        "version folders 1/, 2/ ...; default: its folder name), e.g. KServe's "
+                        "InferenceService name for /mnt/models")
     p.set_defaults(handler=_serve)
 
 
@@ -141,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
         kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
         cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host,
-        version_policy=args.version_policy)
+        version_policy=args.version_policy, model_name=args.model_name)
 
     stop = threading.Event()
 

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from ganport.errors import GanportError, InvalidInputError, ModelNotFoundError, PackageError
-from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.servicer import ModelRegistry, ServedModel
-from ganport.runtime.server.versions import (CONFIG_NAME, DEFAULT_POLICY, FLAT_VERSION, VersionPolicy,
+from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
                                                 policy_from_config, scan, version_key)
 
 logger = logging.getLogger(__name__)
@@ -34,6 +33,14 @@ logger = logging.getLogger(__name__)
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is a valid model name (a plain directory name), else InvalidInputError."""
+    if not _NAME_RE.match(name or ""):
+        raise InvalidInputError(f"invalid model name {name!r}: use a plain directory name (letters, digits, "
+                                f"'_', '-', '.')")
+    return name
 
 
 #: ``--model-control`` modes: what may change the served models after start-up.
@@ -119,13 +126,14 @@ class ModelRepository:
         metrics: the server's :class:`~.metrics.Metrics` (load counters), or None.
         version_policy: the policy of models without a ``config.pbtxt`` ``version_policy``
             (default ``latest:1``).
+        model_name: the served name when ``directory`` is one model (default: its folder name).
     """
 
     def __init__(self, registry: ModelRegistry, directory: Optional[Path] = None,
                  load_generator: Optional[Callable[[Path], Any]] = None,
                  make_model: Optional[Callable[[str, Any, str], ServedModel]] = None,
                  model_control: str = DEFAULT_MODEL_CONTROL, metrics=None,
-                 version_policy: VersionPolicy = DEFAULT_POLICY):
+                 version_policy: VersionPolicy = DEFAULT_POLICY, model_name: Optional[str] = None):
         if model_control not in MODEL_CONTROL:
             raise InvalidInputError(f"unknown model control {model_control!r}: valid modes are "
                                     f"{', '.join(MODEL_CONTROL)}")
@@ -133,6 +141,7 @@ class ModelRepository:
         self.directory = None if directory is None else Path(directory)
         self.model_control = model_control
         self.version_policy = version_policy
+        self.model_name = None if model_name is None else check_model_name(model_name)
         self._metrics = metrics
         self._load_generator = load_generator
         self._make_model = make_model
@@ -163,16 +172,16 @@ class ModelRepository:
         :func:`~.versions.scan`; empty without a directory)."""
         if self.directory is None:
             return {}
-        self._known = scan(self.directory)
+        self._known = scan(self.directory, self.model_name)
         return self._known
 
     def policy(self, name: str) -> VersionPolicy:
         """The version policy of model ``name``: its ``config.pbtxt`` ``version_policy``, else
         the server's. A config that cannot be parsed is logged once and keeps the last good
         policy."""
-        if self.directory is None or (self.directory / MANIFEST_NAME).is_file():
+        path = None if self.directory is None else config_path(self.directory, name)
+        if path is None:
             return self.version_policy
-        path = self.directory / name / CONFIG_NAME
         try:
             stat = path.stat()
         except OSError:
@@ -236,9 +245,7 @@ class ModelRepository:
         if self.model_control == "none":
             raise NoRepositoryError("this server was started with --model-control none: its models are fixed",
                                     hint="start it with --model-control explicit or poll")
-        if not _NAME_RE.match(name or ""):
-            raise InvalidInputError(f"invalid model name {name!r}: use the package's directory name (letters, "
-                                    f"digits, '_', '-', '.')")
+        check_model_name(name)
         packages = self.packages()
         if name not in packages:
             found = ", ".join(packages) or "none"

@@ -49,8 +49,8 @@ from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
-from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, warm_up
-from ganport.runtime.server.versions import (CONFIG_NAME, DEFAULT_POLICY, FLAT_VERSION, VersionPolicy,
+from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, warm_up
+from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
                                                 parse_policy, policy_from_config, scan)
 from ganport.runtime.server.rpc import CallGuard, add_service
 from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
@@ -66,33 +66,38 @@ ModelsArg = Union[str, Path, Mapping[str, Any], Iterable[Any]]
 TLSArg = Union[grpc.ServerCredentials, tuple]
 
 
-def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAULT_POLICY
-                  ) -> dict[str, dict[str, Path]]:
+def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAULT_POLICY,
+                  model_name: Optional[str] = None) -> dict[str, dict[str, Path]]:
     """Model packages to serve: ``path`` itself if it is one, else each model folder under it (a
     package, or version folders ``1/``, ``2/`` ... of packages, see :mod:`.versions`), with the
     versions the model's policy selects (its ``config.pbtxt`` ``version_policy``, else
     ``version_policy``).
+
+    Args:
+        path: a package, a model folder (version folders only) or a folder of model folders.
+        version_policy: the policy of models whose ``config.pbtxt`` sets none.
+        model_name: the name to serve ``path`` under when it is one model (default: its folder name).
 
     Returns:
         ``{name: {version: directory}}`` sorted by name then version; the name is the folder name.
 
     Raises:
         PackageError: nothing servable at ``path``.
-        InvalidInputError: a model's ``config.pbtxt`` has an invalid version policy.
+        InvalidInputError: a model's ``config.pbtxt`` has an invalid version policy, or
+            ``model_name`` is given for a folder of several models.
     """
     path = Path(path)
     if not path.is_dir():
         raise PackageError(f"{path} is not a directory", hint="pass a model package or a folder of packages")
-    found = scan(path)
+    found = scan(path, model_name)
     if not found:
         raise PackageError(f"no model package in {path}: neither it nor any subdirectory (or its version "
                            f"folders 1/, 2/ ...) has a {MANIFEST_NAME}",
                            hint="export one with `ganport export CHECKPOINT -o DIR`")
     selected = {}
     for name, versions in found.items():
-        config = path / name / CONFIG_NAME
-        in_repository = not (path / MANIFEST_NAME).is_file()  # else path is the one package
-        policy = (policy_from_config(config) if in_repository and config.is_file() else None) or version_policy
+        config = config_path(path, name)
+        policy = (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
         selected[name] = {v: versions[v] for v in policy.select(versions)}
     return selected
 
@@ -109,7 +114,8 @@ def default_threads(n_models: int) -> int:
 
 def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device: str = "cpu",
                 threads: Optional[int] = None, max_batch: int = 64,
-                version_policy: VersionPolicy = DEFAULT_POLICY) -> dict[str, dict[str, Any]]:
+                version_policy: VersionPolicy = DEFAULT_POLICY,
+                model_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
     """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator`` for serving.
 
     onnxruntime sessions are opened with intra-op spinning off (idle threads sleep instead of
@@ -121,7 +127,7 @@ def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device
     """
     from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
 
-    packages = find_packages(path, version_policy)
+    packages = find_packages(path, version_policy, model_name)
     threads = threads or default_threads(sum(len(v) for v in packages.values()))
     return {name: {version: Generator.load(directory, backend=backend, device=device, threads=threads,
                                            max_batch=max_batch, spin=False)
@@ -130,11 +136,11 @@ def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device
 
 
 def _as_generators(models: ModelsArg, version_policy: VersionPolicy = DEFAULT_POLICY,
-                   **load_options) -> dict[str, dict[str, Any]]:
+                   model_name: Optional[str] = None, **load_options) -> dict[str, dict[str, Any]]:
     """Accept a directory, a ``{name: Generator}`` mapping or an iterable of Generators;
     returns ``{name: {version: Generator}}`` (version "1" for Generator objects)."""
     if isinstance(models, (str, Path)):
-        return load_models(models, version_policy=version_policy, **load_options)
+        return load_models(models, version_policy=version_policy, model_name=model_name, **load_options)
     if isinstance(models, Mapping):
         generators = dict(models)
     else:
@@ -381,7 +387,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   workers: int = 4, kserve: bool = True, model_control: str = DEFAULT_MODEL_CONTROL,
                   poll_seconds: float = 2.0, cache_mb: float = 0.0, http_port: Optional[int] = None,
                   http_host: Optional[str] = None,
-                  version_policy: Union[str, VersionPolicy] = DEFAULT_POLICY) -> tuple[GanportServer, int]:
+                  version_policy: Union[str, VersionPolicy] = DEFAULT_POLICY,
+                  model_name: Optional[str] = None) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -421,6 +428,9 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             ``config.pbtxt`` sets no ``version_policy``: ``latest:N`` (default ``latest:1``),
             ``all`` or ``specific:V1,V2`` (:data:`~.versions.POLICIES`), or a
             :class:`~.versions.VersionPolicy`.
+        model_name: serve ``models`` under this name when it is one model (a package or a folder
+            of version folders); default: the folder's name. KServe mounts a model at
+            ``/mnt/models`` and calls it by the InferenceService's name.
 
     Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
     served, so health turns SERVING only when the first user call will be fast.
@@ -442,7 +452,11 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     if poll_seconds <= 0:
         raise GanportError(f"poll_seconds must be > 0, got {poll_seconds}")
     policy = version_policy if isinstance(version_policy, VersionPolicy) else parse_policy(version_policy)
-    generators = _as_generators(models, policy, backend=backend, device=device, threads=threads,
+    if model_name is not None and not isinstance(models, (str, Path)):
+        raise GanportError("model_name applies to a models directory only")
+    if model_name is not None:
+        check_model_name(model_name)
+    generators = _as_generators(models, policy, model_name, backend=backend, device=device, threads=threads,
                                 max_batch=max_batch)
     for name, versions in generators.items():
         for version, gen in versions.items():
@@ -469,7 +483,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                                   max_batch=max_batch, spin=False)
 
         repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control, metrics,
-                                     version_policy=policy)
+                                     version_policy=policy, model_name=model_name)
     cache = ResponseCache(int(cache_mb * MIB), metrics)
     # One servicer for gRPC and the REST PNG endpoints: same validation, limits and cache.
     generator_servicer = GeneratorServicer(registry, limits, cache, repository)

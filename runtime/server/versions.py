@@ -6,7 +6,12 @@ Layout (Triton's, next to ganport's flat one), under the served directory ``DIR`
 * ``DIR/NAME/1/``, ``DIR/NAME/2/`` ...: each version folder (a positive integer without leading
   zeros) is a complete ganport package; other entries of ``DIR/NAME`` are ignored, except
   ``DIR/NAME/config.pbtxt``, whose ``version_policy`` (Triton's text format) is read;
-* ``DIR`` itself a package: one model named after the folder, version ``"1"``.
+* ``DIR`` itself a package: one model named after the folder, version ``"1"``;
+* ``DIR`` itself a model folder (only version folders ``1/``, ``2/`` ... hold packages): one
+  model named after the folder, its ``config.pbtxt`` in ``DIR``.
+
+A single model (the last two cases) may be served under another name (``--model-name``; KServe
+mounts the model at ``/mnt/models`` and calls it by the InferenceService's name).
 
 Policy (:data:`POLICIES`): ``latest:N`` (the N highest versions; ``latest:1`` is the default, as
 in Triton), ``all``, or ``specific:V1,V2,...``. A model's ``config.pbtxt`` ``version_policy``
@@ -164,20 +169,55 @@ def model_versions(folder: Path) -> dict[str, Path]:
     return {child.name: child for child in sorted(found, key=lambda c: version_key(c.name))}
 
 
-def scan(directory: Path) -> dict[str, dict[str, Path]]:
+def is_single_model(directory: Path) -> bool:
+    """Whether ``directory`` is one model: a package, or a model folder whose only packages are
+    in version folders (a folder of model folders is a repository)."""
+    directory = Path(directory)
+    if (directory / MANIFEST_NAME).is_file():
+        return True
+    if not model_versions(directory):
+        return False
+    try:
+        others = [c for c in directory.iterdir() if c.is_dir() and not is_version(c.name) and not c.name.startswith(".")]
+    except OSError:
+        return False
+    return not any(model_versions(child) for child in others)
+
+
+def config_path(directory: Path, name: str) -> Optional[Path]:
+    """Where model ``name``'s ``config.pbtxt`` lives in the served ``directory`` (None when the
+    directory is one package: a package has no version policy)."""
+    directory = Path(directory)
+    if (directory / MANIFEST_NAME).is_file():
+        return None
+    if is_single_model(directory):
+        return directory / CONFIG_NAME
+    return directory / name / CONFIG_NAME
+
+
+def scan(directory: Path, model_name: Optional[str] = None) -> dict[str, dict[str, Path]]:
     """``{name: {version: package directory}}`` of a served directory, sorted by name.
 
-    ``directory`` is one package (one model named after it) or a folder of model folders.
+    ``directory`` is one package or one model folder (one model, named ``model_name`` or after
+    the folder), or a folder of model folders.
+
+    Raises:
+        InvalidInputError: ``model_name`` is given but ``directory`` holds several models.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return {}
-    if (directory / MANIFEST_NAME).is_file():
-        return {directory.resolve().name: {FLAT_VERSION: directory}}
+    if is_single_model(directory):
+        return {model_name or directory.resolve().name: model_versions(directory)}
     models = {}
     for child in sorted(directory.iterdir()):
         if child.is_dir() and not child.name.startswith("."):
             versions = model_versions(child)
             if versions:
                 models[child.name] = versions
+    if model_name is not None and models:
+        raise InvalidInputError(
+            f"a model name ({model_name!r}) can only be given when the served directory is one model; "
+            f"{directory} holds {len(models)}: {', '.join(sorted(models)[:10])}",
+            hint="serve the model's own folder, or drop the model name")
     return models
