@@ -137,6 +137,12 @@ def test_poll_never_lets_a_broken_package_replace_a_working_one(poll_server, tmp
             time.sleep(0.05)
         time.sleep(0.5)  # a few more polls: it must not retry the same broken files
         assert callers.latest() == good
+        # The repository index says the old files serve and why the new ones do not.
+        import tritonclient.grpc as grpcclient
+
+        [entry] = [m for m in grpcclient.InferenceServerClient(f"127.0.0.1:{port}").get_model_repository_index().models
+                   if m.name == "digits"]
+        assert entry.state == "READY" and "reload failed" in entry.reason and "model.onnx" in entry.reason
         # A half-copied folder from another tool: manifest present, model missing.
         (models / "newcomer").mkdir()
         shutil.copy(models / "digits" / "manifest.json", models / "newcomer" / "manifest.json")

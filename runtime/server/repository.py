@@ -228,7 +228,8 @@ class ModelRepository:
         entries = []
         for version in sorted(set(on_disk) | set(served), key=version_key):
             if version in served:
-                entries.append({"version": version, "state": READY, "reason": ""})
+                # A served version whose reload failed says so (the older files still serve).
+                entries.append({"version": version, "state": READY, "reason": self._reasons.get((name, version), "")})
                 continue
             reason = self._reasons.get((name, version))
             if reason is None:
