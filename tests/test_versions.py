@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 import runtime_helpers
+from server_helpers import Callers
 from ganport.cli import main
 from ganport.errors import InvalidInputError
 from ganport.runtime import Generator
@@ -278,44 +278,12 @@ def test_bad_version_policy_flag_is_one_error_line(tmp_path, packages, capsys):
 
 # ------------------------------------------------------------------------------- model control
 
-class Callers:
-    """Threads calling Generate(digits, default version, seed 7, label 3); records failures."""
-
-    def __init__(self, target: str, n: int = 8):
-        self.failures: list[str] = []
-        self.versions: list[str] = []
-        self._stop = threading.Event()
-        self._channel = grpc.insecure_channel(target)
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        from ganport.v1 import generator_pb2 as pb
-        from ganport.v1 import generator_pb2_grpc as pb_grpc
-
-        stub = pb_grpc.GeneratorServiceStub(self._channel)
-        request = pb.GenerateRequest(model="digits", count=1, seed=7, labels=pb.Labels(indices=[3]),
-                                     encoding=pb.IMAGE_ENCODING_RAW_UINT8)
-        while not self._stop.is_set():
-            try:
-                self.versions.append(stub.Generate(request, timeout=TIMEOUT).version)
-            except grpc.RpcError as exc:
-                self.failures.append(f"{exc.code().name}: {exc.details()}")
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(TIMEOUT)
-        self._channel.close()
-
-
 def test_poll_picks_up_a_new_version_and_drops_a_removed_one(tmp_path, packages, caplog):
     caplog.set_level(logging.INFO, logger="ganport.runtime.server.repository")
     root = _repository(tmp_path / "models", packages, versions=("1",))
     server, port = create_server("127.0.0.1:0", root, model_control="poll", poll_seconds=0.2)
     server.start()
-    callers = Callers(f"127.0.0.1:{port}")
+    callers = Callers(f"127.0.0.1:{port}", "digits", n=8)
     model = root / "digits"
     try:
         _wait(lambda: "1" in callers.versions)
