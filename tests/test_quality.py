@@ -158,6 +158,72 @@ def test_corrupt_or_mismatched_cache_file_is_retrained(tmp_path, reference):
     assert get_classifier(spec, tmp_path, progress=lambda _: None).spec == spec
 
 
+def _write_idx(path: Path, array: np.ndarray) -> Path:
+    header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+    return path
+
+
+def _mnist_files(root: Path, n_train: int = 40, n_test: int = 10, test: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_idx(root / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8))
+    _write_idx(root / "train-labels-idx1-ubyte", (np.arange(n_train) % 10).astype(np.uint8))
+    if test:
+        _write_idx(root / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8))
+        _write_idx(root / "t10k-labels-idx1-ubyte", (np.arange(n_test) % 10).astype(np.uint8))
+    return root
+
+
+def test_only_a_missing_test_split_falls_back_to_the_training_split(tmp_path):
+    from ganport.errors import DatasetError
+    from ganport.trainer.classifier import load_reference_data, load_test_data
+
+    root = _mnist_files(tmp_path / "mnist", test=False)
+    held_out = load_test_data(ClassifierSpec("mnist", 28, data_root=str(root)), 100)
+    assert len(held_out.images) == 4  # the last 10% of 40 training images
+    _mnist_files(root)
+    assert len(load_test_data(ClassifierSpec("mnist", 28, data_root=str(root)), 100).images) == 10
+    test_images = root / "t10k-images-idx3-ubyte"
+    test_images.write_bytes(test_images.read_bytes()[:-50])  # truncated: corrupt, not missing
+    spec = ClassifierSpec("mnist", 28, data_root=str(root))
+    for load in (lambda: load_test_data(spec, 100), lambda: load_reference_data(spec)):
+        with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte: truncated"):
+            load()
+
+
+def test_eval_of_a_corrupt_test_split_is_a_clean_error(tiny_checkpoint, tmp_path, capsys):
+    root = _mnist_files(tmp_path / "mnist")
+    (root / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01")  # header cut short
+    checkpoint = tiny_checkpoint("cgan")
+    capsys.readouterr()
+    rc = main(["eval", str(checkpoint), "--dataset", "mnist", "--data-root", str(root),
+               "-n", "50", "--cache-dir", str(tmp_path / "cache"), "--classifier-epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: t10k-labels-idx1-ubyte: truncated IDX header") and err.count("\n") == 1
+    assert not list((tmp_path / "cache").glob("*.pt"))  # no judge trained on a stand-in split
+
+
+def test_judge_cache_key_covers_the_data_files(tmp_path):
+    root = _mnist_files(tmp_path / "mnist")
+    key = ClassifierSpec("mnist", 28, data_root=str(root)).key()
+    assert ClassifierSpec("mnist", 28, data_root=str(root)).key() == key  # same files, same judge
+    labels = root / "t10k-labels-idx1-ubyte"
+    data = labels.read_bytes()
+    labels.write_bytes(data[:-1] + bytes([(data[-1] + 1) % 10]))  # same size, new mtime
+    os_stat = labels.stat()
+    import os
+
+    os.utime(labels, ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 10**9))
+    second = ClassifierSpec("mnist", 28, data_root=str(root)).key()
+    assert second != key
+    _write_idx(root / "t10k-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8))  # another size
+    assert ClassifierSpec("mnist", 28, data_root=str(root)).key() not in (key, second)
+    (tmp_path / "elsewhere").mkdir()
+    assert ClassifierSpec("digits", 28, data_root=str(tmp_path / "elsewhere")).data_fingerprint is None  # built-in
+
+
 # ------------------------------------------------------------------------------ metrics
 
 
