@@ -368,6 +368,33 @@ def test_help_works_without_torch() -> None:
     assert "--resume" in proc.stdout and "--dataset-option" in proc.stdout
 
 
+def test_train_flags_are_made_from_the_config_fields(capsys: pytest.CaptureFixture) -> None:
+    import dataclasses
+
+    from ganport.trainer.cli import train_options
+    from ganport.trainer.config import TrainConfig
+
+    fields = dataclasses.fields(TrainConfig)
+    assert all(f.metadata.get("help") for f in fields)  # one documented field per option
+    flags = dict(train_options())
+    assert len(flags) == len(fields)
+    # Every flag `ganport train` had before the flags were generated is still there.
+    before = ("--dataset --data-root --image-size --n-samples --epochs --steps --batch-size --latent-dim "
+              "--loss --lr-g --lr-d --lr-e --beta1 --beta2 --sample-interval --checkpoint-interval "
+              "--keep-last --log-every --seed --device --ema --aux-weight --d-conditioning --arch "
+              "--num-workers --out-dir --run-name --eval-every --eval-n --threads --amp --no-amp "
+              "--tensorboard --no-tensorboard --dataset-option --resume").split()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse's line wrapping undone
+    assert all(flag in text for flag in before), [flag for flag in before if flag not in text]
+    # Defaults in the help come from the fields themselves.
+    defaults = {f.name: f.default for f in fields}
+    assert f"--batch-size BATCH_SIZE images per step (per process under torchrun) (default {defaults['batch_size']})" in text
+    assert f"--epochs EPOCHS passes over the data set (ignored when steps is set) (default {defaults['epochs']})" in text
+    assert "batch_size: images per step" in TrainConfig.__doc__  # and so does the docstring
+
+
 # ------------------------------------------------------------------------------ conditioning of D
 
 
