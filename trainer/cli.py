@@ -1,4 +1,4 @@
-"""``ganport train`` and ``ganport datasets``.
+"""``ganport train``, ``ganport datasets`` and ``ganport animate``.
 
 Nothing heavy is imported at module level: ``ganport --help`` works without torch, and
 ``ganport datasets`` needs only numpy (the data-set layer is torch-free).
@@ -9,6 +9,7 @@ Examples::
     ganport train dcgan --dataset folder --data-root ~/simpsons --image-size 128 --arch simpsons
     ganport train --resume runs/cgan-glyphs-20261101-120000/checkpoints/latest.pt --epochs 10
     torchrun --nproc_per_node=2 -m ganport train cgan --dataset glyphs --epochs 5
+    ganport animate runs/cgan-glyphs-20261101-120000        # -> .../progress.gif
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     datasets = subparsers.add_parser("datasets", help="list the data sets `ganport train` can use")
     datasets.set_defaults(handler=run_datasets)
+
+    from ganport.trainer import animation  # numpy only, like the data-set layer
+
+    animate = subparsers.add_parser(
+        "animate", help="a run's sample grids as an animated GIF (training progress)",
+        description="Write RUN/progress.gif from the sample grids RUN/samples/step_NNNNNN.png of a training "
+                    "run (training does this at its end; this command redoes it, e.g. for a stopped run).")
+    animate.add_argument("run_dir", metavar="RUN", help="run directory of `ganport train`")
+    animate.add_argument("--out", default=None, metavar="FILE.gif", help="destination (default RUN/progress.gif)")
+    animate.add_argument("--max-frames", type=int, default=None, metavar="N",
+                         help=f"frames kept at most, evenly spread over the run (default {animation.MAX_FRAMES})")
+    animate.add_argument("--frame-ms", type=int, default=None, metavar="MS",
+                         help=f"display time of each frame in milliseconds (default {animation.FRAME_MS})")
+    animate.set_defaults(handler=run_animate)
 
 
 def parse_dataset_options(items: list[str] | None) -> dict[str, str] | None:
@@ -145,4 +160,13 @@ def run_datasets(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
         print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    """Handler of ``ganport animate``: write the GIF, print its path."""
+    from ganport.trainer.animation import write_progress_gif
+
+    options = {k: v for k, v in (("max_frames", args.max_frames), ("frame_ms", args.frame_ms)) if v is not None}
+    print(f"animation: {write_progress_gif(args.run_dir, args.out, **options)}")
     return 0
