@@ -5,8 +5,9 @@ fixed latents (and labels), so played in order they show the generator learning.
 training :func:`write_progress_gif` turns them into ``RUN/progress.gif`` (Pillow's GIF writer,
 written atomically); ``ganport animate RUN`` does the same for an existing run directory.
 
-Each frame is captioned with its step. Long runs are thinned to at most ``max_frames`` frames,
-evenly spread over the run, first and last always kept; the last frame is held longer.
+Each frame is captioned with its step. Long runs are thinned to at most ``max_frames`` frames
+(fewer for big grids, :data:`PIXEL_BUDGET`), evenly spread over the run, first and last always
+kept; the last frame is held longer.
 
 Example::
 
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 GIF_NAME = "progress.gif"
 #: Frames kept at most (a GIF of every grid of a long run would be tens of megabytes).
 MAX_FRAMES = 100
+#: Pixels of all frames together at most (about as many bytes of GIF): a 62-class glyphs grid
+#: (242 x 1,862) keeps ~35 frames, a 10-class grid (242 x 318) the full 100.
+PIXEL_BUDGET = 16_000_000
 #: Display time of each frame and of the last one, in milliseconds.
 FRAME_MS = 120
 FINAL_MS = 2000
@@ -74,7 +78,8 @@ def write_progress_gif(run_dir: str | Path, out: str | Path | None = None, *, ma
     Args:
         run_dir: the run directory (holding ``samples/step_NNNNNN.png``).
         out: destination (default ``run_dir/progress.gif``).
-        max_frames: frames kept at most (evenly thinned), >= 2.
+        max_frames: frames kept at most (evenly thinned; fewer when the frames together would
+            exceed :data:`PIXEL_BUDGET` pixels), >= 2.
         frame_ms: display time of each frame, milliseconds.
         final_ms: display time of the last frame, milliseconds.
 
@@ -100,7 +105,13 @@ def write_progress_gif(run_dir: str | Path, out: str | Path | None = None, *, ma
     if not frames:
         raise InvalidInputError(f"{run} holds no sample grids (samples/step_NNNNNN.png)",
                                 hint="pass a run directory of `ganport train`")
-    frames = [frames[i] for i in thin(len(frames), max_frames)]
+    try:
+        with Image.open(frames[-1][1]) as last:
+            pixels = last.size[0] * last.size[1]
+    except (OSError, SyntaxError, ValueError):
+        pixels = 1  # reported with the file's name below
+    limit = max(2, min(max_frames, PIXEL_BUDGET // max(pixels, 1)))
+    frames = [frames[i] for i in thin(len(frames), limit)]
     images = []
     for step, path in frames:
         try:
