@@ -23,6 +23,10 @@ Loads, per model (MLP cGAN 28x28, DCGAN 64x64):
 * ``1 x 64``: one client, 64 images per request;
 * ``1 x 1``: one client, one image at a time (ganport default vs ``--max-batch 1`` vs Triton).
 
+A second phase measures the ``32 x 1`` load with both servers given two model instances of
+``threads / 2`` intra-op threads each (``ganport serve --instances 2``; two PyTriton callables, one
+onnxruntime session each), so each ganport configuration is compared with Triton configured alike.
+
 Plus cold start (spawn to the model answering ready: ganport's health SERVING, Triton's
 ``is_model_ready``) and resident memory with one model after warm requests (ganport: the
 process; Triton: the sum over its process tree: the PyTriton process, tritonserver and the
@@ -98,10 +102,10 @@ class PeerProcess:
 
     def __init__(self, python: Path, package: Path, scratch: Path, *, log_path: Path, threads: int,
                  max_batch: int = MAX_BATCH, queue_delay_us: int = QUEUE_DELAY_US, spin: bool = False,
-                 timeout: float = 180.0):
+                 instances: int = 1, timeout: float = 180.0):
         self.command = [str(python), str(PEER_SCRIPT), str(package), "--threads", str(threads),
                         "--max-batch", str(max_batch), "--queue-delay-us", str(queue_delay_us),
-                        *(["--spin"] if spin else [])]
+                        "--instances", str(instances), *(["--spin"] if spin else [])]
         self.model = package.name
         self.scratch = scratch
         self.log_path = log_path
@@ -332,14 +336,15 @@ def _peer_spin() -> bool:
     return os.environ.get("GANPORT_BENCH_PEER_SPIN", "").strip().lower() in ("1", "yes", "on", "true")
 
 
-def _start_peer(ctx: BenchContext, state: dict[str, Any], package: Path, tag: str) -> PeerProcess | None:
+def _start_peer(ctx: BenchContext, state: dict[str, Any], package: Path, tag: str, *,
+                threads: int | None = None, instances: int = 1) -> PeerProcess | None:
     """Start the peer for ``package``, or record why it cannot start (then never try again)."""
     if state["python"] is None or state["reason"]:
         return None
     scratch = ctx.workdir / f"peer-{tag}"
     scratch.mkdir(parents=True, exist_ok=True)
     peer = PeerProcess(state["python"], package, scratch, log_path=ctx.workdir / f"peer-{tag}.log",
-                       threads=ctx.threads, spin=_peer_spin())
+                       threads=threads or ctx.threads, spin=_peer_spin(), instances=instances)
     try:
         return peer.start()
     except PeerUnavailable as exc:
@@ -414,7 +419,7 @@ def _startup_and_memory(ctx: BenchContext, result: dict[str, Any], state: dict[s
         ["server", "spawn -> ready s", "RSS MiB", "peak RSS MiB", "processes (RSS MiB)"], body,
         note="ready: ganport health SERVING, Triton is_model_ready; RSS after warm requests "
              "(Triton: summed over its processes)"))
-    triton_detail = (f"Triton {t['startup_s']:.2f} s" if t else f"Triton not measured")
+    triton_detail = (f"Triton {t['startup_s']:.2f} s" if t else "Triton not measured")
     result["headline"].append(headline(
         "cold start (spawn -> ready), ganport serve, one model", g["startup_s"], "s",
         target=f"<= {TARGETS['cold_start_s']:g} s", met=g["startup_s"] <= TARGETS["cold_start_s"],
@@ -427,14 +432,18 @@ def _startup_and_memory(ctx: BenchContext, result: dict[str, Any], state: dict[s
 
 #: (load key, clients (None: the many-clients count), images per request)
 LOADS = (("many", None, 1), ("batch64", 1, MAX_BATCH), ("sequential", 1, 1))
+#: Model instances of the "-i2" servers (each with threads / INSTANCES intra-op threads).
+INSTANCES = 2
 #: The paths each load measures: (server key, protocol).
 PATHS = {
-    "many": (("ganport", "kserve"), ("ganport", "native"), ("triton", "kserve")),
+    "many": (("ganport", "kserve"), ("ganport", "native"), ("triton", "kserve"),
+             ("ganport-i2", "kserve"), ("ganport-i2", "native"), ("triton-i2", "kserve")),
     "batch64": (("ganport", "kserve"), ("ganport", "native"), ("triton", "kserve")),
     "sequential": (("ganport", "kserve"), ("ganport", "native"), ("ganport-mb1", "kserve"),
                    ("ganport-mb1", "native"), ("triton", "kserve")),
 }
-LABELS = {"ganport": "ganport", "ganport-mb1": "ganport --max-batch 1", "triton": "Triton (PyTriton)"}
+LABELS = {"ganport": "ganport", "ganport-mb1": "ganport --max-batch 1", "triton": "Triton (PyTriton)",
+          "ganport-i2": f"ganport --instances {INSTANCES}", "triton-i2": f"Triton, {INSTANCES} instances"}
 
 
 def _batch_counts(server: Any, kind: str, model: str) -> tuple[float, float]:
@@ -459,62 +468,80 @@ def _measure_model(ctx: BenchContext, result: dict[str, Any], pool: LoadPool, na
     spec = MODELS[name]
     settings = result["settings"]
     package = ctx.zoo.package(name, ("onnx",))
-    servers: dict[str, Any] = {}
-    stack = []
-    try:
-        for key, extra in (("ganport", ()), ("ganport-mb1", ("--max-batch", "1"))):
-            servers[key] = _ganport(ctx, package, f"{name}-{key}", *extra).start()
-            stack.append(servers[key])
-        peer = _start_peer(ctx, state, package, name)
-        if peer is not None:
-            servers["triton"] = peer
-            stack.append(peer)
-        acc: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for round_index in range(settings["rounds"]):
-            for load, clients, batch in LOADS:
-                clients = clients or settings["many_clients"]
-                paths = [p for p in PATHS[load] if p[0] in servers]
-                shift = round_index % len(paths)
-                for key, protocol in paths[shift:] + paths[:shift]:
-                    server = servers[key]
-                    point = Point(protocol, server.target, name, batch, 100, spec.n_classes,
-                                  settings["seconds"][load], settings["max_calls_per_client"])
-                    kind = "triton" if key == "triton" else "ganport"
-                    before = _batch_counts(server, kind, name)
-                    row = pool.run(point, clients)
-                    after = _batch_counts(server, kind, name)
-                    logger.info("%s %s round %d: %s %s: %.0f img/s, p50 %.2f ms", name, load, round_index + 1,
-                                key, protocol, row["images_per_s"], row["p50_ms"])
-                    slot = acc.setdefault((load, key, protocol), {"calls": 0, "seconds": 0.0, "latencies": [],
-                                                                  "images": 0.0, "batches": 0.0, "error_count": 0,
-                                                                  "errors": [], "rounds": [], "load": []})
-                    slot["calls"] += row["calls"]
-                    slot["seconds"] += row["seconds"]
-                    slot["latencies"].extend(row.pop("latencies"))
-                    slot["images"] += after[0] - before[0]
-                    slot["batches"] += after[1] - before[1]
-                    slot["error_count"] += row["error_count"]
-                    slot["errors"].extend(row["errors"])
-                    slot["rounds"].append(round(row["images_per_s"], 1))
-                    slot["load"].append(round(os.getloadavg()[0], 1))
-        rows = []
-        for (load, key, protocol), slot in acc.items():
-            clients = dict((l, c) for l, c, _ in LOADS)[load] or settings["many_clients"]
-            batch = dict((l, b) for l, _, b in LOADS)[load]
-            rows.append({"model": name, "load": load, "clients": clients, "batch": batch, "server": key,
-                         "protocol": protocol, "calls": slot["calls"], "seconds": round(slot["seconds"], 3),
-                         "images_per_s": slot["calls"] * batch / slot["seconds"] if slot["seconds"] else float("nan"),
-                         **percentiles(slot["latencies"], scale=1000.0, suffix="_ms"),
-                         "mean_batch": slot["images"] / slot["batches"] if slot["batches"] else float("nan"),
-                         "images_per_s_by_round": slot["rounds"], "load_average_by_round": slot["load"],
-                         "error_count": slot["error_count"],
-                         "errors": slot["errors"][:3]})
-        result["rows"].extend(rows)
-    finally:
-        pool.close_clients()
-        for server in reversed(stack):
-            server.stop()
+    per_instance = str(max(1, ctx.threads // INSTANCES))
+    # Two phases, each with its own servers: two PyTriton peers cannot run side by side.
+    phases = ((
+        (("ganport", ()), ("ganport-mb1", ("--max-batch", "1"))), (("triton", {}),),
+    ), (
+        (("ganport-i2", ("--instances", str(INSTANCES), "--threads", per_instance)),),
+        (("triton-i2", {"instances": INSTANCES, "threads": int(per_instance)}),),
+    ))
+    acc: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for ganports, peers in phases:
+        servers: dict[str, Any] = {}
+        stack = []
+        try:
+            for key, extra in ganports:
+                servers[key] = _ganport(ctx, package, f"{name}-{key}", *extra).start()
+                stack.append(servers[key])
+            for key, options in peers:
+                peer = _start_peer(ctx, state, package, f"{name}-{key}", **options)
+                if peer is not None:
+                    servers[key] = peer
+                    stack.append(peer)
+            _run_rounds(settings, pool, name, spec, servers, acc)
+        finally:
+            pool.close_clients()
+            for server in reversed(stack):
+                server.stop()
+    rows = []
+    for (load, key, protocol), slot in acc.items():
+        clients = dict((l, c) for l, c, _ in LOADS)[load] or settings["many_clients"]
+        batch = dict((l, b) for l, _, b in LOADS)[load]
+        rows.append({"model": name, "load": load, "clients": clients, "batch": batch, "server": key,
+                     "protocol": protocol, "calls": slot["calls"], "seconds": round(slot["seconds"], 3),
+                     "images_per_s": slot["calls"] * batch / slot["seconds"] if slot["seconds"] else float("nan"),
+                     **percentiles(slot["latencies"], scale=1000.0, suffix="_ms"),
+                     "mean_batch": slot["images"] / slot["batches"] if slot["batches"] else float("nan"),
+                     "images_per_s_by_round": slot["rounds"], "load_average_by_round": slot["load"],
+                     "error_count": slot["error_count"],
+                     "errors": slot["errors"][:3]})
+    result["rows"].extend(rows)
     _report_model(result, name, rows, state)
+
+
+def _run_rounds(settings: dict[str, Any], pool: LoadPool, name: str, spec: Any, servers: dict[str, Any],
+                acc: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+    """Every load on every path of ``servers``, rounds interleaved; accumulates into ``acc``."""
+    for round_index in range(settings["rounds"]):
+        for load, clients, batch in LOADS:
+            clients = clients or settings["many_clients"]
+            paths = [p for p in PATHS[load] if p[0] in servers]
+            if not paths:
+                continue
+            shift = round_index % len(paths)
+            for key, protocol in paths[shift:] + paths[:shift]:
+                server = servers[key]
+                point = Point(protocol, server.target, name, batch, 100, spec.n_classes,
+                              settings["seconds"][load], settings["max_calls_per_client"])
+                kind = "triton" if key.startswith("triton") else "ganport"
+                before = _batch_counts(server, kind, name)
+                row = pool.run(point, clients)
+                after = _batch_counts(server, kind, name)
+                logger.info("%s %s round %d: %s %s: %.0f img/s, p50 %.2f ms", name, load, round_index + 1,
+                            key, protocol, row["images_per_s"], row["p50_ms"])
+                slot = acc.setdefault((load, key, protocol), {"calls": 0, "seconds": 0.0, "latencies": [],
+                                                              "images": 0.0, "batches": 0.0, "error_count": 0,
+                                                              "errors": [], "rounds": [], "load": []})
+                slot["calls"] += row["calls"]
+                slot["seconds"] += row["seconds"]
+                slot["latencies"].extend(row.pop("latencies"))
+                slot["images"] += after[0] - before[0]
+                slot["batches"] += after[1] - before[1]
+                slot["error_count"] += row["error_count"]
+                slot["errors"].extend(row["errors"])
+                slot["rounds"].append(round(row["images_per_s"], 1))
+                slot["load"].append(round(os.getloadavg()[0], 1))
 
 
 def _report_model(result: dict[str, Any], name: str, rows: list[dict[str, Any]], state: dict[str, Any]) -> None:
@@ -527,13 +554,15 @@ def _report_model(result: dict[str, Any], name: str, rows: list[dict[str, Any]],
     titles = {"many": f"{many} clients x 1 image", "batch64": "1 client x 64 images", "sequential": "1 client x 1 image"}
     body = []
     for load, _, _ in LOADS:
-        peer = find(load, "triton", "kserve")
         for server, protocol in PATHS[load]:
             row = find(load, server, protocol)
             if row is None:
                 continue
-            versus = (f"{row['images_per_s'] / peer['images_per_s']:.2f}x" if peer and server != "triton" else "")
-            p50_versus = (f"{row['p50_ms'] / peer['p50_ms']:.2f}x" if peer and server != "triton" else "")
+            # Each ganport configuration against the peer configured alike (instances, threads).
+            peer = find(load, "triton-i2" if server.endswith("-i2") else "triton", "kserve")
+            ours = not server.startswith("triton")
+            versus = f"{row['images_per_s'] / peer['images_per_s']:.2f}x" if peer and ours else ""
+            p50_versus = f"{row['p50_ms'] / peer['p50_ms']:.2f}x" if peer and ours else ""
             body.append([titles[load], LABELS[server], "tritonclient" if protocol == "kserve" else "native",
                          row["images_per_s"], row["p50_ms"], row["p99_ms"], row["mean_batch"], versus, p50_versus,
                          row["error_count"]])
@@ -570,6 +599,21 @@ def _report_model(result: dict[str, Any], name: str, rows: list[dict[str, Any]],
             f"{many} clients x 1 image, {name}: ganport / Triton img/s", None, "x",
             target=f">= {target:g}x" if target else None,
             detail=f"ganport {g['images_per_s']:,.0f} img/s, mean batch {g['mean_batch']:.1f}; {no_peer}"))
+    g2, n2, t2 = (find("many", "ganport-i2", "kserve"), find("many", "ganport-i2", "native"),
+                  find("many", "triton-i2", "kserve"))
+    if g2:
+        ratio = g2["images_per_s"] / g["images_per_s"]
+        result["headline"].append(headline(
+            f"{many} clients x 1 image, {name}: ganport --instances {INSTANCES} / default img/s", ratio, "x",
+            detail=f"{g2['images_per_s']:,.0f} vs {g['images_per_s']:,.0f} img/s (tritonclient); native "
+                   f"{n2['images_per_s']:,.0f}; mean batch {g2['mean_batch']:.1f}"))
+    if g2 and t2:
+        ratio = g2["images_per_s"] / t2["images_per_s"]
+        result["headline"].append(headline(
+            f"{many} clients x 1 image, {name}: ganport / Triton img/s, both {INSTANCES} instances", ratio, "x",
+            target=f">= {target:g}x" if target else None, met=ratio >= target if target else None,
+            detail=f"{g2['images_per_s']:,.0f} vs {t2['images_per_s']:,.0f} img/s; native "
+                   f"{n2['images_per_s']:,.0f} = {n2['images_per_s'] / t2['images_per_s']:.2f}x"))
     ratio = n["images_per_s"] / g["images_per_s"]
     result["headline"].append(headline(
         f"{many} clients x 1 image, {name}: native / KServe img/s (ganport)", ratio, "x",

@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-delay-us", type=int, default=2000,
                         help="dynamic batcher max_queue_delay_microseconds (default 2000)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="model instances (Triton's instance count: one callable and one onnxruntime session "
+                             "each, run at once; default 1)")
     parser.add_argument("--spin", action="store_true",
                         help="let onnxruntime's intra-op threads spin between calls (its default); without it "
                              "session.intra_op.allow_spinning=0, the serving setting issue 11 gives ganport")
@@ -93,22 +96,29 @@ def main(argv: list[str] | None = None) -> int:
     image_shape = tuple(int(x) for x in manifest["image_shape"])
     conditional = bool(manifest.get("n_classes") or manifest.get("class_names"))
     name = args.name or args.package.name
-    session = make_session(onnx_path, args.threads, spin=args.spin)
-    output_name = session.get_outputs()[0].name
+    def make_infer():
+        """One instance: its own onnxruntime session and callable."""
+        session = make_session(onnx_path, args.threads, spin=args.spin)
+        output_name = session.get_outputs()[0].name
+        if conditional:
+            @batch
+            def infer(z, label):
+                image = session.run([output_name], {"z": z.astype(np.float32, copy=False),
+                                                    "label": label.reshape(-1).astype(np.int64, copy=False)})[0]
+                return {"image": image}
+        else:
+            @batch
+            def infer(z):
+                return {"image": session.run([output_name], {"z": z.astype(np.float32, copy=False)})[0]}
+        return infer
 
     if conditional:
-        @batch
-        def infer(z, label):
-            image = session.run([output_name], {"z": z.astype(np.float32, copy=False),
-                                                "label": label.reshape(-1).astype(np.int64, copy=False)})[0]
-            return {"image": image}
         inputs = [Tensor(name="z", dtype=np.float32, shape=(latent_dim,)),
                   Tensor(name="label", dtype=np.int64, shape=(1,))]
     else:
-        @batch
-        def infer(z):
-            return {"image": session.run([output_name], {"z": z.astype(np.float32, copy=False)})[0]}
         inputs = [Tensor(name="z", dtype=np.float32, shape=(latent_dim,))]
+    # PyTriton makes one model instance per callable in a list.
+    infer = make_infer() if args.instances == 1 else [make_infer() for _ in range(args.instances)]
 
     ports = {key: getattr(args, key) or free_port() for key in ("grpc_port", "http_port", "metrics_port")}
     config = TritonConfig(grpc_address="127.0.0.1", http_address="127.0.0.1", metrics_address="127.0.0.1",

@@ -225,3 +225,51 @@ def test_close_drains_or_drops():
             await dropped
         assert info.value.reason == "shutdown"
     run(main())
+
+
+class ConcurrencyProbe(FakeModel):
+    """A FakeModel that also records the most calls it ever had running at once."""
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def __call__(self, z, labels):
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().__call__(z, labels)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("instances", [1, 2, 3])
+def test_instances_bound_the_model_calls_running_at_once(instances):
+    """With N instances, N batches run at once (never more); every caller still gets its own
+    rows, a request split across concurrent batches comes back in order, and close drains them."""
+    async def main():
+        model = ConcurrencyProbe()
+        b = DynamicBatcher(model, "m", max_batch=2, instances=instances)
+        model.gate.clear()
+        singles = [b.submit(z_of(float(i))) for i in range(4)]
+        split = b.submit(z_of(10, 11, 12, 13, 14))  # three batches of at most 2 rows
+        await until(lambda: model.running == instances, f"{instances} model calls to run")
+        for _ in range(200):  # give a wrongly eager batcher every chance to start another call
+            await asyncio.sleep(0)
+        assert model.running == instances
+        closing = asyncio.ensure_future(b.close(drain=True))
+        model.gate.set()
+        await closing
+        assert [f.result().reshape(-1).tolist() for f in singles] == [[0], [1], [2], [3]]
+        assert split.result().reshape(-1).tolist() == [10, 11, 12, 13, 14]
+        assert model.most == instances
+    run(main())
+
+
+def test_instances_must_be_positive():
+    with pytest.raises(ValueError):
+        DynamicBatcher(FakeModel(), "m", instances=0)

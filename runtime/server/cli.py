@@ -62,6 +62,11 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU inference threads per model (default: the CPU cores divided among the models)")
     p.add_argument("--max-batch", type=int, default=64, help="most images per model call (default 64)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="model calls per model that may run at once, each in its own thread (Triton's "
+                        "instance count; default 1). With --threads unset the cores are shared among them: "
+                        "on CPU, --instances 2 gives more images/s under many clients, a little more "
+                        "latency for a lone request")
     p.add_argument("--max-delay-ms", type=float, default=0.0,
                    help="how long the oldest queued request may wait for its batch to fill (default 0: "
                         "run whatever is queued as soon as the model is free; under load batches grow "
@@ -145,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
         kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
         cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host,
-        version_policy=args.version_policy, model_name=args.model_name)
+        version_policy=args.version_policy, model_name=args.model_name, instances=args.instances)
 
     stop = threading.Event()
 

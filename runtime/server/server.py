@@ -102,25 +102,26 @@ def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAUL
     return selected
 
 
-def default_threads(n_models: int) -> int:
-    """Intra-op threads per model when none are given: the CPU cores shared among the models.
+def default_threads(n_models: int, instances: int = 1) -> int:
+    """Intra-op threads per model call when none are given: the CPU cores shared among the calls
+    that can run at once (``instances`` per model).
 
-    One batch runs per model at a time, so with one model it gets every core; with several,
-    each gets an equal share (at least one), so busy models do not oversubscribe the CPU.
+    With one model and one instance a batch gets every core; with several models or instances,
+    each call gets an equal share (at least one), so busy models do not oversubscribe the CPU.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, n_models))
+    return max(1, cores // (max(1, n_models) * max(1, instances)))
 
 
 def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device: str = "cpu",
                 threads: Optional[int] = None, max_batch: int = 64,
                 version_policy: VersionPolicy = DEFAULT_POLICY,
-                model_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
+                model_name: Optional[str] = None, instances: int = 1) -> dict[str, dict[str, Any]]:
     """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator`` for serving.
 
     onnxruntime sessions are opened with intra-op spinning off (idle threads sleep instead of
     busy-waiting between batches) and ``threads`` intra-op threads (default
-    :func:`default_threads` of the number of versions served).
+    :func:`default_threads` of the number of versions served and ``instances``).
 
     Returns:
         ``{name: {version: Generator}}``.
@@ -128,7 +129,7 @@ def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device
     from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
 
     packages = find_packages(path, version_policy, model_name)
-    threads = threads or default_threads(sum(len(v) for v in packages.values()))
+    threads = threads or default_threads(sum(len(v) for v in packages.values()), instances)
     return {name: {version: Generator.load(directory, backend=backend, device=device, threads=threads,
                                            max_batch=max_batch, spin=False)
                    for version, directory in versions.items()}
@@ -388,7 +389,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   poll_seconds: float = 2.0, cache_mb: float = 0.0, http_port: Optional[int] = None,
                   http_host: Optional[str] = None,
                   version_policy: Union[str, VersionPolicy] = DEFAULT_POLICY,
-                  model_name: Optional[str] = None) -> tuple[GanportServer, int]:
+                  model_name: Optional[str] = None, instances: int = 1) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -398,7 +399,11 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             in Triton, see :mod:`.versions`), a ``{name: Generator}`` mapping, or an iterable of
             Generators (served under ``info.name`` as version "1").
         backend, device, threads: how to load packages from a directory (threads: intra-op
-            threads per model, default :func:`default_threads`).
+            threads per model call, default :func:`default_threads`).
+        instances: model calls per model version that may run at once (Triton's instance count;
+            default 1). On CPU, ``instances=2, threads=1`` gets more images per second out of two
+            cores than one call with two threads when many clients keep the model busy, at some
+            cost in single-request latency (benchmarks/README.md, "Model instances").
         max_batch: most images per model call (requests are merged up to it, big ones split).
         max_delay_ms: how long the oldest queued request may wait for a batch to fill; 0
             (default) runs whatever is queued as soon as the model is free.
@@ -441,6 +446,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     Raises:
         GanportError: the address cannot be bound, or no models.
     """
+    if instances < 1:
+        raise GanportError(f"instances must be >= 1, got {instances}")
     if workers < 1:
         raise GanportError(f"workers must be >= 1, got {workers}")
     receive = int((max_receive_mb or max_message_mb) * MIB)
@@ -457,7 +464,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     if model_name is not None:
         check_model_name(model_name)
     generators = _as_generators(models, policy, model_name, backend=backend, device=device, threads=threads,
-                                max_batch=max_batch)
+                                max_batch=max_batch, instances=instances)
     for name, versions in generators.items():
         for version, gen in versions.items():
             logger.info("warmed up model %r version %s in %.0f ms", name, version, warm_up(gen, max_batch) * 1000)
@@ -467,14 +474,14 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         # Metrics are labelled by model name only (every version together): bounded cardinality.
         return ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
                                                      max_delay_ms=max_delay_ms, max_queue=max_queue,
-                                                     metrics=metrics), version)
+                                                     metrics=metrics, instances=instances), version)
 
     registry = ModelRegistry([make_model(name, gen, version) for name, versions in generators.items()
                               for version, gen in versions.items()])
     repository = ModelRepository(registry)
     if isinstance(models, (str, Path)):
         # Packages loaded later (KServe RepositoryModelLoad) open exactly as the first ones did.
-        load_threads = threads or default_threads(len(registry.served()))
+        load_threads = threads or default_threads(len(registry.served()), instances)
 
         def load_generator(directory: Path) -> Any:
             from ganport.runtime.generator import Generator
