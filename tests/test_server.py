@@ -644,3 +644,25 @@ def test_client_cannot_connect_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: UNAVAILABLE")
 
+
+
+def test_two_instances_give_every_caller_its_own_images(models_dir, gens):
+    """``instances=2``: batches of one model run two at a time; answers equal the in-process ones."""
+    srv, port = create_server("127.0.0.1:0", models_dir / "glyphs", instances=2, max_batch=4)
+    srv.start()
+    try:
+        gen = gens["glyphs"]
+        with _channel(port) as channel:
+            stub = pb_grpc.GeneratorServiceStub(channel)
+
+            def call(i: int):
+                return stub.Generate(pb.GenerateRequest(model="glyphs", count=1 + i % 7, seed=200 + i,
+                                                        encoding=RAW_UINT8), timeout=TIMEOUT)
+
+            with ThreadPoolExecutor(16) as pool:
+                replies = list(pool.map(call, range(48)))
+        for i, reply in enumerate(replies):
+            np.testing.assert_array_equal(batch_to_array(reply.images), gen.generate(1 + i % 7, seed=200 + i))
+        assert srv.models.get_model("glyphs").batcher.instances == 2
+    finally:
+        srv.stop(grace=1)
