@@ -120,12 +120,12 @@ def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         for artifact in artifacts:
             path = staging / artifact.relpath
             path.parent.mkdir(parents=True, exist_ok=True)
-            artifact.save(path, metadata)
+            artifact.save(path, artifact.metadata(metadata))
         write_manifest(staging, info)
         if verify:
             from ganport.export.verify import verify_artifact
             for artifact in artifacts:
-                verify_artifact(job, artifact, staging / artifact.relpath, metadata)
+                verify_artifact(job, artifact, staging / artifact.relpath, artifact.metadata(metadata))
         _commit(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
