@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 from ganport.errors import GanportError, InvalidInputError, ModelNotFoundError, PackageError
 from ganport.runtime.manifest import MANIFEST_NAME
+from ganport.runtime.server.modes import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
 from ganport.runtime.server.servicer import ModelRegistry, ServedModel
 
 logger = logging.getLogger(__name__)
@@ -34,14 +35,6 @@ UNAVAILABLE = "UNAVAILABLE"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
-#: ``--model-control`` modes: what may change the served models after start-up.
-MODEL_CONTROL = {
-    "none": "the models found at start-up, fixed: load/unload calls are refused",
-    "explicit": "the models found at start-up, then load/unload/reload through the API (default)",
-    "poll": "as explicit, and the directory is scanned every --poll-seconds: new packages load, "
-            "changed ones reload, removed ones unload",
-}
-DEFAULT_MODEL_CONTROL = "explicit"
 
 
 class NoRepositoryError(GanportError):
