@@ -31,8 +31,8 @@ EXTRAS: dict[str, tuple[str, dict[str, str]]] = {
     "export": ("export to ONNX/TorchScript (torch, onnx)", {"onnx": "onnx", "onnxscript": "onnxscript"}),
 }
 #: The command that installs an extra (``cpu`` covers ``embed`` and ``serve``).
-INSTALL = {"embed": "pip install 'ganport[embed]' (or 'ganport[cpu]' for everything)",
-           "serve": "pip install 'ganport[serve]' (or 'ganport[cpu]', which includes it)",
+INSTALL = {"embed": "pip install 'ganport[embed]', or 'ganport[cpu]' for everything",
+           "serve": "pip install 'ganport[serve]', or 'ganport[cpu]' which includes it",
            "train": "pip install 'ganport[train]'", "export": "pip install 'ganport[export]'"}
 
 
