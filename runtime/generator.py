@@ -110,7 +110,7 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
         claims: where ``info`` came from, for messages.
         compare_metadata: also compare the fields of
             :data:`~ganport.runtime.manifest.MODEL_FIELDS` with the artifact's embedded ganport
-            metadata (when it carries any).
+            metadata (when it carries any), and its precision with the backend's (``BackendSpec.precision``).
 
     Raises:
         PackageError: one line naming the field, the claimed value and the artifact's value.
@@ -137,9 +137,10 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
             _check_shape(backend, info, declared, wanted["shape"], kind, claims)
     backend.check_inputs(names)
     backend_spec = BACKENDS.get(backend.name)
-    if backend_spec is not None:
+    if compare_metadata and backend_spec is not None:
         # A float32 file where the package names its int8 one (or the reverse) would run and
-        # quietly give other pictures: the artifact's own precision must be the backend's.
+        # quietly give other pictures: the artifact's own precision must be the backend's. (A
+        # lone file is its own claim: model.fp16.onnx loads with the onnx engine as itself.)
         wanted = backend_spec.precision if role == "generator" else "fp32"
         found_precision = artifact_precision(backend.metadata())
         if found_precision != wanted:
