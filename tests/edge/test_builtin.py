@@ -56,3 +56,13 @@ def test_render_command_needs_no_package(tmp_path):
         pixels = np.asarray(image)
     expected = Generator.load(f"builtin:{DEFAULT_BUILTIN}").render_word("Hello", seed=1)
     np.testing.assert_array_equal(pixels.reshape(expected.shape), expected)
+
+
+def test_builtin_int8_runs_without_torch():
+    fp32 = Generator.load(f"builtin:{DEFAULT_BUILTIN}")
+    int8 = Generator.load(f"builtin:{DEFAULT_BUILTIN}", backend="onnx-int8")
+    assert int8.backend_name == "onnx-int8"
+    a = int8.generate(16, labels="A", seed=4)
+    np.testing.assert_array_equal(a, int8.generate(16, labels="A", seed=4))
+    grey = np.abs(a.astype(int) - fp32.generate(16, labels="A", seed=4).astype(int))
+    assert grey.mean() < 4  # int8 rounding, not another picture
