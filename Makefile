@@ -8,7 +8,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 OUT ?= out/demo
 EDGE_PACKAGE := build/edge-package
 
-.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels examples chromium clean
+.PHONY: demo test test-full test-edge venv runtime-venv protos bench bench-peer peer-venv gpu-check gpu-check-dry gpu-wheels examples chromium fashion-mnist clean
 
 ## Full environment: training, export, runtime, server, tests.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -47,6 +47,12 @@ test-edge: venv runtime-venv
 ## this themselves when chromium is missing; idempotent; needs root or passwordless sudo).
 chromium:
 	sh scripts/ensure_chromium.sh
+
+## Debian's Fashion-MNIST (package dataset-fashion-mnist, the original IDX files) for
+## `--dataset fashion-mnist --data-root "$$(sh scripts/ensure_fashion_mnist.sh)"`; prints the folder
+## (/usr/share/datasets/fashion-mnist); idempotent; needs root or passwordless sudo to install.
+fashion-mnist:
+	sh scripts/ensure_fashion_mnist.sh
 
 ## Regenerate the gRPC stubs in ganport/v1 from protos/.
 protos: venv

@@ -111,8 +111,9 @@ def _quality(ctx: BenchContext, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _figures(results: Any) -> dict[str, float | None]:
-    """The figures of one evaluation (a dict, or the dataclass it is becoming)."""
-    get = results.get if isinstance(results, dict) else (lambda key, default=None: getattr(results, key, default))
+    """The figures of one evaluation (an ``EvalResult``, or its dict)."""
+    data = results if isinstance(results, dict) else results.to_dict()  # EvalResult
+    get = data.get
     accuracy = get("conditional_accuracy")
     return {"accuracy_pct": None if accuracy is None else 100.0 * float(accuracy), "fd": get("fd_equal_n"),
             "fd_real_vs_real": get("fd_real_vs_real"), "precision": get("precision"), "recall": get("recall")}

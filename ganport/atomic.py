@@ -66,6 +66,20 @@ def temp_prefix(target: str) -> str:
     return f".{target}.{owner_tag()}."
 
 
+def _umask() -> int:
+    """The process umask: from ``/proc/self/status`` on Linux (setting the umask to read it would
+    race with other threads creating files), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Write a file atomically.
 
@@ -87,6 +101,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     clean_debris(path.parent, kinds=("tmp",))
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask), so a
+        # server running as another user can read what was written.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

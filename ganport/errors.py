@@ -41,6 +41,11 @@ class DatasetError(GanportError):
     """A data set name is unknown or its files are missing or malformed."""
 
 
+class SplitNotFoundError(DatasetError):
+    """The files of a requested split are absent (not present-but-malformed): the one data error
+    after which a held-out part of the training split may stand in for the test split."""
+
+
 class ExportError(GanportError):
     """Export failed or an exported artifact did not match the eager model."""
 

@@ -26,6 +26,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "glyphs"
@@ -37,8 +38,10 @@ BACKENDS = ("onnx", "onnx-int8")
 MAX_INT8_DROP_POINTS = 1.0
 
 
-def figures(results: dict) -> dict:
-    """The eval figures worth recording (``ganport eval``'s JSON keys)."""
+def figures(results: Any) -> dict:
+    """The eval figures worth recording (``ganport eval``'s JSON keys), from its result."""
+    if not isinstance(results, dict):
+        results = results.to_dict()  # EvalResult
     keys = ("conditional_accuracy", "fd_equal_n", "fd_real_vs_real", "fd", "precision", "recall", "n_generated",
             "seed")
     return {key: results[key] for key in keys if key in results}

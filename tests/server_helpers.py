@@ -1,5 +1,5 @@
-"""Helpers for the gRPC server tests: certificates, a model that fails at run time, and
-``ganport serve`` subprocesses.
+"""Helpers for the gRPC server tests: certificates, a model that fails at run time,
+``ganport serve`` subprocesses, and threads of callers that keep a server busy.
 """
 
 from __future__ import annotations
@@ -137,3 +137,68 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class Callers:
+    """``n`` threads calling ``Generate(model, seed 7, label 3)`` in a loop; records every outcome.
+
+    Attributes:
+        failures: ``"CODE: details"`` of every failed call.
+        images: ``(monotonic time, raw uint8 bytes)`` of every answer.
+        versions: the answering model version of every answer.
+    """
+
+    def __init__(self, target: str, model: str, n: int = 16, timeout: float = 20.0):
+        import grpc
+
+        self.model = model
+        self.failures: list[str] = []
+        self.images: list[tuple[float, bytes]] = []
+        self.versions: list[str] = []
+        self._timeout = timeout
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._channel = grpc.insecure_channel(target)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        import grpc
+
+        from ganport.v1 import generator_pb2 as pb
+        from ganport.v1 import generator_pb2_grpc as pb_grpc
+
+        stub = pb_grpc.GeneratorServiceStub(self._channel)
+        request = pb.GenerateRequest(model=self.model, count=1, seed=7, labels=pb.Labels(indices=[3]),
+                                     encoding=pb.IMAGE_ENCODING_RAW_UINT8)
+        while not self._stop.is_set():
+            try:
+                reply = stub.Generate(request, timeout=self._timeout)
+            except grpc.RpcError as exc:
+                with self._lock:
+                    self.failures.append(f"{exc.code().name}: {exc.details()}")
+                continue
+            with self._lock:
+                self.images.append((time.monotonic(), reply.images.data))
+                self.versions.append(reply.version)
+
+    def latest(self) -> bytes:
+        with self._lock:
+            return self.images[-1][1]
+
+    def wait_for(self, data: bytes, timeout: float) -> float:
+        """Seconds until a caller got ``data`` (raises if it never did)."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            with self._lock:
+                if any(image == data and at >= started for at, image in self.images[-64:]):
+                    return time.monotonic() - started
+            time.sleep(0.02)
+        raise AssertionError(f"no caller got the expected image within {timeout} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self._timeout)
+        self._channel.close()

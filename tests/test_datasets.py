@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ganport.trainer.datasets import DataInfo, available_datasets, describe_datasets, load_dataset
 
-from ganport.errors import DatasetError
+from ganport.errors import DatasetError, SplitNotFoundError
 
 # ---------------------------------------------------------------------------------------------
 # Registry and common arguments
@@ -435,6 +435,57 @@ def test_emnist_balanced_mapping_file_defines_classes(tmp_path):
     assert ds.info.class_names == ["0", "1", "a"] and ds.labels.tolist() == [2, 0]
 
 
+def test_idx_gzip_is_told_by_its_magic_bytes_not_its_name(tmp_path):
+    # A plain IDX file named .gz and a gzip file without .gz: both load.
+    train_x, train_y = _pattern(3, 28, 28), np.array([1, 2, 3], np.uint8)
+    write_idx(tmp_path / "plain.idx", train_x).rename(tmp_path / "train-images-idx3-ubyte.gz")
+    write_idx(tmp_path / "packed.gz", train_y).rename(tmp_path / "train-labels-idx1-ubyte")
+    assert (tmp_path / "train-labels-idx1-ubyte").read_bytes()[:2] == b"\x1f\x8b"
+    ds = load_dataset("mnist", tmp_path)
+    np.testing.assert_array_equal(_to_uint8(ds.images[:, 0]), train_x)
+    np.testing.assert_array_equal(ds.labels, train_y)
+    # Corrupt gzip data (right magic, broken stream) is still named as such.
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x1f\x8b\x08\x00broken")
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte: gzip data is corrupt"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_idx_file_inside_a_folder_of_the_same_name(tmp_path):
+    # What unpacking train-images-idx3-ubyte.gz with some tools leaves behind.
+    train_x, train_y = _pattern(2, 28, 28), np.array([4, 7], np.uint8)
+    for name, array in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y)):
+        (tmp_path / name).mkdir()
+        write_idx(tmp_path / name / name, array)
+    ds = load_dataset("mnist", tmp_path)
+    np.testing.assert_array_equal(_to_uint8(ds.images[:, 0]), train_x)
+    np.testing.assert_array_equal(ds.labels, train_y)
+
+
+def test_idx_missing_split_and_half_split_are_told_apart(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", _pattern(2, 28, 28))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([1, 2], np.uint8))
+    with pytest.raises(SplitNotFoundError, match="t10k-images-idx3-ubyte not found"):
+        load_dataset("mnist", tmp_path, split="test")
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", _pattern(2, 28, 28))
+    with pytest.raises(DatasetError, match="not t10k-labels-idx1-ubyte") as err:
+        load_dataset("mnist", tmp_path, split="test")
+    assert not isinstance(err.value, SplitNotFoundError)  # an incomplete split is not a missing one
+
+
+def test_emnist_short_mapping_file_is_blamed(tmp_path):
+    write_idx(tmp_path / "emnist-balanced-train-images-idx3-ubyte", _pattern(3, 28, 28))
+    write_idx(tmp_path / "emnist-balanced-train-labels-idx1-ubyte", np.array([0, 46, 2], np.uint8))
+    (tmp_path / "emnist-balanced-mapping.txt").write_text("0 48\n1 49\n2 50\n")  # cut short
+    with pytest.raises(DatasetError) as err:
+        load_dataset("emnist", tmp_path, variant="balanced")
+    message = str(err.value)
+    assert message.startswith("emnist-balanced-mapping.txt: lists 3 classes")
+    assert "emnist-balanced-train-labels-idx1-ubyte holds label 46" in message and "mapping" in err.value.hint
+    # Without the mapping file the standard balanced classes (47) hold label 46.
+    (tmp_path / "emnist-balanced-mapping.txt").unlink()
+    assert load_dataset("emnist", tmp_path, variant="balanced").info.class_names[46] == "t"
+
+
 # -- CIFAR --------------------------------------------------------------------------------------
 
 
@@ -654,3 +705,58 @@ def test_folder_errors_and_test_split(tmp_path):
         load_dataset("folder", tmp_path / "empty")
     with pytest.raises(DatasetError, match="channels"):
         load_dataset("folder", root, channels=2)
+
+
+def test_folder_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    ramp = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)  # 0..65535
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    with Image.open(tmp_path / "ramp.png") as opened:
+        assert opened.mode.startswith("I")  # Pillow reads it back as 16-bit (I;16 or I)
+    ds = load_dataset("folder", tmp_path, channels=1, image_size=16)
+    expected = np.round(ramp / 257.0) / 127.5 - 1  # each 16-bit value scaled to 8 bits
+    np.testing.assert_allclose(ds.images[0, 0], expected, atol=1.5 / 127.5)
+    rgb = load_dataset("folder", tmp_path, channels=3, image_size=16)
+    np.testing.assert_allclose(rgb.images[0, 1], expected, atol=1.5 / 127.5)
+
+
+def test_folder_transparent_images_are_composited(tmp_path):
+    from PIL import Image
+
+    # Black ink on a transparent page, and white ink on one.
+    ink = np.zeros((16, 16, 4), np.uint8)
+    ink[4:12, 7:9, 3] = 255  # an opaque black bar; everything else transparent (and black)
+    Image.fromarray(ink, "RGBA").save(tmp_path / "a_dark.png")
+    light = ink.copy()
+    light[..., :3] = 255
+    Image.fromarray(light, "RGBA").save(tmp_path / "b_light.png")
+    ds = load_dataset("folder", tmp_path, channels=1, image_size=16)
+    dark, bright = ds.images[:, 0]
+    bar = np.zeros((16, 16), bool)
+    bar[4:12, 7:9] = True
+    # auto: dark ink over white, light ink over black; the bar is visible in both.
+    np.testing.assert_allclose(dark[bar], -1.0)
+    np.testing.assert_allclose(dark[~bar], 1.0)
+    np.testing.assert_allclose(bright[bar], 1.0)
+    np.testing.assert_allclose(bright[~bar], -1.0)
+    black = load_dataset("folder", tmp_path, channels=3, image_size=16, background="black")
+    np.testing.assert_allclose(black.images[1, :, ~bar], -1.0)
+    white = load_dataset("folder", tmp_path, channels=1, image_size=16, background="white")
+    np.testing.assert_allclose(white.images[1, 0], 1.0)  # white ink on white: the forced choice
+    with pytest.raises(DatasetError, match="background") as err:
+        load_dataset("folder", tmp_path, background="grey")
+    assert "auto, white, black" in err.value.hint
+    # A palette image with a transparent index is composited too.
+    palette = Image.fromarray(np.where(bar, 1, 0).astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)
+    palette.save(tmp_path / "c_palette.png", transparency=0)
+    ds = load_dataset("folder", tmp_path, channels=1, image_size=16)
+    np.testing.assert_allclose(ds.images[2, 0][~bar], 1.0)
+    np.testing.assert_allclose(ds.images[2, 0][bar], -1.0)
+
+
+def test_folder_without_test_split_raises_split_not_found(tmp_path):
+    _save_png(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SplitNotFoundError, match="no test split"):
+        load_dataset("folder", tmp_path, split="test")

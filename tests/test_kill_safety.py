@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -199,3 +200,13 @@ def test_train_killed_during_a_checkpoint_write_leaves_nothing_after_resume(tmp_
     assert not [p for p in checkpoints.iterdir() if p.name.endswith(".tmp")]
     assert (checkpoints / "README.keep").read_text() == "not ours"
     assert (checkpoints / "step_000006.pt").is_file()
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    """Not mkstemp's 0600: what open() would give (0666 less the umask), so another user can read it."""
+    mask = os.umask(0o022)
+    try:
+        target = atomic_write(tmp_path / "shared.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644

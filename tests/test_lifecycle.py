@@ -9,15 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 import runtime_helpers
+from server_helpers import Callers
 from ganport.cli import main
 from ganport.runtime import Generator
 from ganport.runtime.server import create_server
@@ -32,55 +31,6 @@ CLASSES = list("0123456789")
 def _package(directory: Path, seed: int) -> Path:
     return runtime_helpers.build_package(directory, kind="cgan", class_names=CLASSES, formats=("onnx",), seed=seed,
                                          name=directory.name)
-
-
-class Callers:
-    """``n`` threads calling Generate(model, seed 7, label 3) in a loop; records every outcome."""
-
-    def __init__(self, target: str, model: str, n: int = 16):
-        self.model = model
-        self.failures: list[str] = []
-        self.images: list[tuple[float, bytes]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._channel = grpc.insecure_channel(target)
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        stub = pb_grpc.GeneratorServiceStub(self._channel)
-        request = pb.GenerateRequest(model=self.model, count=1, seed=7, labels=pb.Labels(indices=[3]),
-                                     encoding=RAW_UINT8)
-        while not self._stop.is_set():
-            try:
-                reply = stub.Generate(request, timeout=TIMEOUT)
-            except grpc.RpcError as exc:
-                with self._lock:
-                    self.failures.append(f"{exc.code().name}: {exc.details()}")
-                continue
-            with self._lock:
-                self.images.append((time.monotonic(), reply.images.data))
-
-    def latest(self) -> bytes:
-        with self._lock:
-            return self.images[-1][1]
-
-    def wait_for(self, data: bytes, timeout: float) -> float:
-        """Seconds until a caller got ``data`` (raises if it never did)."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            with self._lock:
-                if any(image == data and at >= started for at, image in self.images[-64:]):
-                    return time.monotonic() - started
-            time.sleep(0.02)
-        raise AssertionError(f"no caller got the expected image within {timeout} s")
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(TIMEOUT)
-        self._channel.close()
 
 
 def _expected(package: Path) -> bytes:
@@ -137,6 +87,12 @@ def test_poll_never_lets_a_broken_package_replace_a_working_one(poll_server, tmp
             time.sleep(0.05)
         time.sleep(0.5)  # a few more polls: it must not retry the same broken files
         assert callers.latest() == good
+        # The repository index says the old files serve and why the new ones do not.
+        import tritonclient.grpc as grpcclient
+
+        [entry] = [m for m in grpcclient.InferenceServerClient(f"127.0.0.1:{port}").get_model_repository_index().models
+                   if m.name == "digits"]
+        assert entry.state == "READY" and "reload failed" in entry.reason and "model.onnx" in entry.reason
         # A half-copied folder from another tool: manifest present, model missing.
         (models / "newcomer").mkdir()
         shutil.copy(models / "digits" / "manifest.json", models / "newcomer" / "manifest.json")

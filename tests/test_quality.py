@@ -158,6 +158,72 @@ def test_corrupt_or_mismatched_cache_file_is_retrained(tmp_path, reference):
     assert get_classifier(spec, tmp_path, progress=lambda _: None).spec == spec
 
 
+def _write_idx(path: Path, array: np.ndarray) -> Path:
+    header = (0x0800 | array.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+    return path
+
+
+def _mnist_files(root: Path, n_train: int = 40, n_test: int = 10, test: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_idx(root / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8))
+    _write_idx(root / "train-labels-idx1-ubyte", (np.arange(n_train) % 10).astype(np.uint8))
+    if test:
+        _write_idx(root / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8))
+        _write_idx(root / "t10k-labels-idx1-ubyte", (np.arange(n_test) % 10).astype(np.uint8))
+    return root
+
+
+def test_only_a_missing_test_split_falls_back_to_the_training_split(tmp_path):
+    from ganport.errors import DatasetError
+    from ganport.trainer.classifier import load_reference_data, load_test_data
+
+    root = _mnist_files(tmp_path / "mnist", test=False)
+    held_out = load_test_data(ClassifierSpec("mnist", 28, data_root=str(root)), 100)
+    assert len(held_out.images) == 4  # the last 10% of 40 training images
+    _mnist_files(root)
+    assert len(load_test_data(ClassifierSpec("mnist", 28, data_root=str(root)), 100).images) == 10
+    test_images = root / "t10k-images-idx3-ubyte"
+    test_images.write_bytes(test_images.read_bytes()[:-50])  # truncated: corrupt, not missing
+    spec = ClassifierSpec("mnist", 28, data_root=str(root))
+    for load in (lambda: load_test_data(spec, 100), lambda: load_reference_data(spec)):
+        with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte: truncated"):
+            load()
+
+
+def test_eval_of_a_corrupt_test_split_is_a_clean_error(tiny_checkpoint, tmp_path, capsys):
+    root = _mnist_files(tmp_path / "mnist")
+    (root / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01")  # header cut short
+    checkpoint = tiny_checkpoint("cgan")
+    capsys.readouterr()
+    rc = main(["eval", str(checkpoint), "--dataset", "mnist", "--data-root", str(root),
+               "-n", "50", "--cache-dir", str(tmp_path / "cache"), "--classifier-epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: t10k-labels-idx1-ubyte: truncated IDX header") and err.count("\n") == 1
+    assert not list((tmp_path / "cache").glob("*.pt"))  # no judge trained on a stand-in split
+
+
+def test_judge_cache_key_covers_the_data_files(tmp_path):
+    root = _mnist_files(tmp_path / "mnist")
+    key = ClassifierSpec("mnist", 28, data_root=str(root)).key()
+    assert ClassifierSpec("mnist", 28, data_root=str(root)).key() == key  # same files, same judge
+    labels = root / "t10k-labels-idx1-ubyte"
+    data = labels.read_bytes()
+    labels.write_bytes(data[:-1] + bytes([(data[-1] + 1) % 10]))  # same size, new mtime
+    os_stat = labels.stat()
+    import os
+
+    os.utime(labels, ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 10**9))
+    second = ClassifierSpec("mnist", 28, data_root=str(root)).key()
+    assert second != key
+    _write_idx(root / "t10k-images-idx3-ubyte", np.zeros((12, 28, 28), np.uint8))  # another size
+    assert ClassifierSpec("mnist", 28, data_root=str(root)).key() not in (key, second)
+    (tmp_path / "elsewhere").mkdir()
+    assert ClassifierSpec("digits", 28, data_root=str(tmp_path / "elsewhere")).data_fingerprint is None  # built-in
+
+
 # ------------------------------------------------------------------------------ metrics
 
 
@@ -200,15 +266,15 @@ def test_perfect_generator_scores_high_and_untrained_one_low(reference):
     torch.manual_seed(0)
     untrained = evaluate(_digits_source(CondMLPGenerator(8, 10, [1, SIZE, SIZE])), n=500, reference=reference)
     # Real images of class y are classified y as often as the classifier is right on real data.
-    assert good["conditional_accuracy"] >= 0.95
-    assert good["conditional_accuracy"] == pytest.approx(reference.classifier.test_metrics["accuracy"], abs=0.03)
-    assert untrained["conditional_accuracy"] < 0.3  # chance 0.1
-    assert set(good["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert good.conditional_accuracy >= 0.95
+    assert good.conditional_accuracy == pytest.approx(reference.classifier.test_metrics["accuracy"], abs=0.03)
+    assert untrained.conditional_accuracy < 0.3  # chance 0.1
+    assert set(good.per_class_accuracy) == {str(d) for d in range(10)}
     # FD: the perfect generator is near real-vs-real at equal sample sizes, the untrained one far above.
-    assert good["fd_equal_n"] < 2 * good["fd_real_vs_real"]
-    assert untrained["fd"] > 10 * good["fd"]
-    assert good["precision"] > 0.8 and good["recall"] > 0.5
-    assert untrained["precision"] < 0.2
+    assert good.fd_equal_n < 2 * good.fd_real_vs_real
+    assert untrained.fd > 10 * good.fd
+    assert good.precision > 0.8 and good.recall > 0.5
+    assert untrained.precision < 0.2
 
     # A generator that ignores z (one image per class) still scores on accuracy but not on recall.
     class OneImagePerClass(RealImageGenerator):
@@ -217,8 +283,36 @@ def test_perfect_generator_scores_high_and_untrained_one_low(reference):
 
     collapsed = evaluate(_digits_source(OneImagePerClass(reference.images, reference.labels, 10)), n=500,
                          reference=reference)
-    assert collapsed["conditional_accuracy"] >= 0.9 and collapsed["recall"] < 0.1 < good["recall"]
+    assert collapsed.conditional_accuracy >= 0.9 and collapsed.recall < 0.1 < good.recall
     assert "mode collapse" in format_report(collapsed) and "mode collapse" not in format_report(good)
+
+
+def test_eval_result_is_typed_and_round_trips_through_json(reference):
+    from ganport.trainer.eval_result import EvalResult
+
+    result = evaluate(_digits_source(RealImageGenerator(reference.images, reference.labels, 10)), n=200,
+                      reference=reference)
+    assert isinstance(result, EvalResult) and result.classifier.task == "classification"
+    data = json.loads(json.dumps(result.to_dict()))
+    assert "reconstruction" not in data and "class_histogram" not in data  # what does not apply is left out
+    assert "test_r2" not in data["classifier"] and data["classifier"]["test_accuracy"] > 0.9
+    assert EvalResult.from_dict(data) == result
+    with pytest.raises(InvalidInputError, match="unknown key.*accuracy"):
+        EvalResult.from_dict({**data, "accuracy": 1.0})
+    assert set(result.log_metrics()) == {"eval_fd", "eval_fd_equal_n", "eval_fd_real", "eval_cond_acc",
+                                         "eval_precision", "eval_recall", "eval_seconds"}
+
+
+def test_worst_classes_never_round_up_to_a_perfect_score(reference):
+    import dataclasses
+
+    result = evaluate(_digits_source(RealImageGenerator(reference.images, reference.labels, 10)), n=100,
+                      reference=reference, precision_recall_samples=0)
+    per_class = {str(d): 1.0 for d in range(10)} | {"3": 0.995, "7": 0.18}
+    shown = dataclasses.replace(result, per_class_accuracy=per_class,
+                                per_class_accuracy_real={k: 0.9996 for k in per_class})
+    (line,) = [line for line in format_report(shown).splitlines() if line.startswith("worst classes")]
+    assert "7 18.0% (99.9%), 3 99.5% (99.9%), " in line and "100%" in line  # only perfect classes read 100%
 
 
 def test_evaluate_during_training_returns_loggable_floats(reference, cache_dir):
@@ -348,9 +442,9 @@ def test_package_and_checkpoint_evaluate_the_same(ema_package, reference):
     ckpt_path, package = ema_package
     from_ckpt = evaluate(open_source(ckpt_path), n=300, reference=reference)
     from_pkg = evaluate(open_source(package), n=300, reference=reference)
-    assert from_pkg["model"].startswith("package") and "EMA" in from_ckpt["model"]
-    assert from_pkg["conditional_accuracy"] == pytest.approx(from_ckpt["conditional_accuracy"], abs=1 / 300)
-    assert from_pkg["fd"] == pytest.approx(from_ckpt["fd"], rel=1e-3)
+    assert from_pkg.model.startswith("package") and "EMA" in from_ckpt.model
+    assert from_pkg.conditional_accuracy == pytest.approx(from_ckpt.conditional_accuracy, abs=1 / 300)
+    assert from_pkg.fd == pytest.approx(from_ckpt.fd, rel=1e-3)
 
 
 # ------------------------------------------------------------------------------ sweep
@@ -365,8 +459,8 @@ def test_sweep_of_four_runs_ranks_writes_and_resumes(reference, cache_dir, tmp_p
               "cache_dir": cache_dir, "classifier_options": {"epochs": CLF_EPOCHS}, "progress": lambda _: None}
     result = run_sweep("cgan", "digits", grid, **kwargs)
     assert len(result.ran) == 4 and not result.skipped
-    assert [row["rank"] for row in result.rows] == [1, 2, 3, 4]
-    accs = [row["metrics"]["conditional_accuracy"] for row in result.rows]
+    assert [row.rank for row in result.rows] == [1, 2, 3, 4]
+    accs = [row.metrics.conditional_accuracy for row in result.rows]
     assert accs == sorted(accs, reverse=True)
     with result.csv_path.open() as handle:
         table = list(csv.DictReader(handle))
@@ -376,14 +470,14 @@ def test_sweep_of_four_runs_ranks_writes_and_resumes(reference, cache_dir, tmp_p
     markdown = result.markdown_path.read_text()
     assert markdown.count("\n| ") == 5  # header + 4 runs
     sheet = decode_png(result.contact_sheet.read_bytes())
-    one = decode_png(Path(result.rows[0]["samples"]).read_bytes())
+    one = decode_png(Path(result.rows[0].samples).read_bytes())
     assert sheet.shape[1] > 4 * one.shape[1]  # four runs side by side
 
     # Rerun: everything is skipped, nothing is retrained.
-    checkpoints = {row["run"]: Path(row["checkpoint"]).stat().st_mtime_ns for row in result.rows}
+    checkpoints = {row.run: Path(row.checkpoint).stat().st_mtime_ns for row in result.rows}
     again = run_sweep("cgan", "digits", grid, **kwargs)
     assert not again.ran and len(again.skipped) == 4
-    assert {row["run"]: Path(row["checkpoint"]).stat().st_mtime_ns for row in again.rows} == checkpoints
+    assert {row.run: Path(row.checkpoint).stat().st_mtime_ns for row in again.rows} == checkpoints
 
     # An interrupted run is continued (from its latest.pt) and evaluated; the others stay skipped.
     state_path = result.out_dir / "sweep.json"
@@ -411,15 +505,15 @@ def test_parallel_sweep_matches_the_sequential_one(reference, cache_dir, tmp_pat
     assert sorted(two.ran) == sorted(one.ran) and len(two.ran) == 2
     assert any("2 at a time (1 torch thread(s) each)" in line for line in lines)
     for a, b in zip(one.rows, two.rows):  # same ranking, same scores, same weights
-        assert a["run"] == b["run"] and a["status"] == b["status"] == "done"
-        assert a["metrics"]["conditional_accuracy"] == b["metrics"]["conditional_accuracy"]
-        assert a["metrics"]["fd"] == pytest.approx(b["metrics"]["fd"], rel=1e-6)
-        weights_a = torch.load(a["checkpoint"], weights_only=True)["networks"]["generator"]["state_dict"]
-        weights_b = torch.load(b["checkpoint"], weights_only=True)["networks"]["generator"]["state_dict"]
+        assert a.run == b.run and a.status == b.status == "done"
+        assert a.metrics.conditional_accuracy == b.metrics.conditional_accuracy
+        assert a.metrics.fd == pytest.approx(b.metrics.fd, rel=1e-6)
+        weights_a = torch.load(a.checkpoint, weights_only=True)["networks"]["generator"]["state_dict"]
+        weights_b = torch.load(b.checkpoint, weights_only=True)["networks"]["generator"]["state_dict"]
         assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
-        log = (two.out_dir / "logs" / f"{b['run']}.log").read_text()
+        log = (two.out_dir / "logs" / f"{b.run}.log").read_text()
         assert "step 3/3" in log and "\r" not in log  # the run's progress: plain lines in a log file
-    assert json.loads((two.out_dir / "sweep.json").read_text())["ranking"] == [r["run"] for r in one.rows]
+    assert json.loads((two.out_dir / "sweep.json").read_text())["ranking"] == [r.run for r in one.rows]
     with pytest.raises(InvalidInputError, match="jobs"):
         run_sweep("cgan", "digits", grid, out_dir=tmp_path / "three", jobs=0, **kwargs)
 

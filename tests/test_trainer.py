@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -366,6 +367,73 @@ def test_help_works_without_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--resume" in proc.stdout and "--dataset-option" in proc.stdout
+
+
+def test_train_flags_are_made_from_the_config_fields(capsys: pytest.CaptureFixture) -> None:
+    import dataclasses
+
+    from ganport.trainer.cli import train_options
+    from ganport.trainer.config import TrainConfig
+
+    fields = dataclasses.fields(TrainConfig)
+    assert all(f.metadata.get("help") for f in fields)  # one documented field per option
+    flags = dict(train_options())
+    assert len(flags) == len(fields)
+    # Every flag `ganport train` had before the flags were generated is still there.
+    before = ("--dataset --data-root --image-size --n-samples --epochs --steps --batch-size --latent-dim "
+              "--loss --lr-g --lr-d --lr-e --beta1 --beta2 --sample-interval --checkpoint-interval "
+              "--keep-last --log-every --seed --device --ema --aux-weight --d-conditioning --arch "
+              "--num-workers --out-dir --run-name --eval-every --eval-n --threads --amp --no-amp "
+              "--tensorboard --no-tensorboard --dataset-option --resume").split()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse's line wrapping undone
+    assert all(flag in text for flag in before), [flag for flag in before if flag not in text]
+    # Defaults in the help come from the fields themselves.
+    defaults = {f.name: f.default for f in fields}
+    assert f"--batch-size BATCH_SIZE images per step (per process under torchrun) (default {defaults['batch_size']})" in text
+    assert f"--epochs EPOCHS passes over the data set (ignored when steps is set) (default {defaults['epochs']})" in text
+    assert "batch_size: images per step" in TrainConfig.__doc__  # and so does the docstring
+
+
+def _gif_frames(path: Path) -> tuple[list[np.ndarray], list[int]]:
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as gif:
+        frames = [np.asarray(frame.convert("L")) for frame in ImageSequence.Iterator(gif)]
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+    return frames, durations
+
+
+def test_training_ends_with_a_progress_gif_and_animate_redoes_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    assert _train_cli(tmp_path, "cgan", "--steps", "6", "--sample-interval", "2") == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    grids = sorted((run_dir / "samples").glob("step_*.png"))
+    assert [g.name for g in grids] == ["step_000002.png", "step_000004.png", "step_000006.png"]
+    frames, durations = _gif_frames(run_dir / "progress.gif")
+    assert len(frames) == 3 and durations[-1] > durations[0]  # the last frame is held
+    for frame, grid_path in zip(frames, grids):
+        grid = np.asarray(Image.open(grid_path).convert("L"))
+        np.testing.assert_array_equal(frame[-grid.shape[0]:, :grid.shape[1]], grid)  # exact pixels under the caption
+    assert not np.array_equal(frames[0], frames[-1])
+
+    capsys.readouterr()
+    out = tmp_path / "two.gif"
+    assert main(["animate", str(run_dir), "--out", str(out), "--max-frames", "2"]) == 0
+    assert capsys.readouterr().out.strip() == f"animation: {out}"
+    two, _ = _gif_frames(out)
+    assert len(two) == 2 and np.array_equal(two[0], frames[0]) and np.array_equal(two[1], frames[-1])
+    assert not [p for d in (tmp_path, run_dir) for p in d.iterdir() if p.name.endswith(".tmp")]  # atomic, no debris
+
+    assert main(["animate", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: run directory")
+    (tmp_path / "empty").mkdir()
+    assert main(["animate", str(tmp_path / "empty")]) == 2
+    assert "holds no sample grids" in capsys.readouterr().err
+    assert main(["animate", str(run_dir), "--max-frames", "1"]) == 2
+    assert "max_frames must be an integer >= 2" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ conditioning of D

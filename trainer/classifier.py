@@ -13,9 +13,11 @@ measured with a network trained by ganport itself on the same data set (see
 The penultimate layer (``feature_dim`` wide, after ReLU) is the feature space of the Fréchet
 distance and of the precision/recall estimate.
 
-Cache: one file per (data set, image size, options) under ``cache_dir`` (default
+Cache: one file per (data set, image size, options, data files) under ``cache_dir`` (default
 ``$GANPORT_CACHE_DIR`` or ``~/.cache/ganport/classifiers``), named
-``<dataset>-<size>-<hash of the options>.pt``. It is written atomically with
+``<dataset>-<size>-<hash of the options>.pt``; for sets read from files the hash covers every
+file under the data root (name, size, modification time), so repaired or replaced data gets a new
+judge instead of the one trained on the old files. It is written atomically with
 :func:`ganport.atomic.atomic_write` and holds only tensors, numbers, strings,
 lists and dicts, so it loads with ``torch.load(weights_only=True)``.
 
@@ -45,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganport.errors import CheckpointError, DatasetError, InvalidInputError
+from ganport.errors import CheckpointError, InvalidInputError, SplitNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,9 @@ class ClassifierSpec:
         noise: share of training images given random pixel noise (Gaussian plus salt and pepper),
             so the judge reads shapes and does not fall apart on a generator's speckles.
         seed: seed of weights, data order and augmentation.
+        data_fingerprint: identity of the data files (sets read from ``data_root``):
+            :func:`~ganport.trainer.datasets.base.files_fingerprint` of the folder, filled in
+            when None, so a repaired, replaced or added file gives another cache entry.
 
     Example:
         >>> ClassifierSpec("digits", 28).cache_name().startswith("digits-28-")
@@ -150,6 +155,7 @@ class ClassifierSpec:
     shift: int | None = None
     noise: float = 0.5
     seed: int = 0
+    data_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         options = self.dataset_options
@@ -158,6 +164,10 @@ class ClassifierSpec:
         object.__setattr__(self, "dataset_options", tuple(options))
         if not isinstance(self.image_size, int) or self.image_size < 4:
             raise InvalidInputError(f"classifier image_size must be an integer >= 4, got {self.image_size!r}")
+        if self.data_fingerprint is None and self.data_root is not None and _reads_files(self.dataset):
+            from ganport.trainer.datasets.base import files_fingerprint
+
+            object.__setattr__(self, "data_fingerprint", files_fingerprint(self.data_root))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every option (stored in the cache file)."""
@@ -170,7 +180,10 @@ class ClassifierSpec:
         # The default training length and set size are part of the recipe: changing them (here or
         # in the data-set registry) must not reuse old files.
         defaults = [_TARGET_IMAGES, _MIN_EPOCHS, _MAX_EPOCHS]
-        text = json.dumps({"version": CLASSIFIER_VERSION, "defaults": defaults, **self.to_dict(),
+        fields = self.to_dict()
+        if fields["data_fingerprint"] is None:
+            del fields["data_fingerprint"]  # built-in sets keep the keys they had before it existed
+        text = json.dumps({"version": CLASSIFIER_VERSION, "defaults": defaults, **fields,
                            "train_n": _train_n(self)}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -279,6 +292,14 @@ def _rows(data: Any, start: int | None, stop: int | None) -> Any:
                                params=None if data.params is None else data.params[start:stop])
 
 
+def _reads_files(dataset: str) -> bool:
+    """Whether ``dataset`` is read from files under a root folder (registry ``needs_root``)."""
+    from ganport.trainer.datasets.registry import REGISTRY
+
+    row = REGISTRY.get(dataset)
+    return bool(row is not None and row.needs_root)
+
+
 def _train_n(spec: ClassifierSpec) -> int | None:
     """Training images to load: the spec's ``train_n``, else the data set's own default."""
     from ganport.trainer.datasets.registry import REGISTRY
@@ -296,16 +317,21 @@ def _split_training(spec: ClassifierSpec) -> tuple[Any, Any]:
     return _rows(train, None, cut), _rows(train, cut, None)
 
 
-def _no_test_split(spec: ClassifierSpec, exc: DatasetError) -> None:
+def _no_test_split(spec: ClassifierSpec, exc: SplitNotFoundError) -> None:
     logger.warning("%s has no test split (%s); holding out %.0f%% of the training split",
                    spec.dataset, exc, 100 * _HOLDOUT_FRACTION)
 
 
 def load_test_data(spec: ClassifierSpec, n: int = MAX_TEST_IMAGES) -> Any:
-    """At most ``n`` held-out images: the test split, else the last 10% of the training split."""
+    """At most ``n`` held-out images: the test split, else the last 10% of the training split.
+
+    Raises:
+        DatasetError: the test split is there but malformed (only a *missing* split, a
+            :class:`~ganport.errors.SplitNotFoundError`, falls back to the training split).
+    """
     try:
         return _load(spec, "test", n)
-    except DatasetError as exc:
+    except SplitNotFoundError as exc:
         _no_test_split(spec, exc)
         return _rows(_split_training(spec)[1], None, n)
 
@@ -314,11 +340,12 @@ def load_reference_data(spec: ClassifierSpec) -> tuple[Any, Any]:
     """The training and held-out data of a reference network: ``(train, test)`` ImageDatasets.
 
     The test split is used when the set has one (at most :data:`MAX_TEST_IMAGES` images);
-    otherwise the last 10% of the training split is held out.
+    when its files are missing the last 10% of the training split is held out. A test split
+    that is present but malformed is an error, never a reason to fall back.
     """
     try:
         test = _load(spec, "test", MAX_TEST_IMAGES)
-    except DatasetError as exc:
+    except SplitNotFoundError as exc:
         _no_test_split(spec, exc)
         train, test = _split_training(spec)
         return train, _rows(test, None, MAX_TEST_IMAGES)

@@ -1,4 +1,4 @@
-"""``ganport train`` and ``ganport datasets``.
+"""``ganport train``, ``ganport datasets`` and ``ganport animate``.
 
 Nothing heavy is imported at module level: ``ganport --help`` works without torch, and
 ``ganport datasets`` needs only numpy (the data-set layer is torch-free).
@@ -9,6 +9,7 @@ Examples::
     ganport train dcgan --dataset folder --data-root ~/simpsons --image-size 128 --arch simpsons
     ganport train --resume runs/cgan-glyphs-20261101-120000/checkpoints/latest.pt --epochs 10
     torchrun --nproc_per_node=2 -m ganport train cgan --dataset glyphs --epochs 5
+    ganport animate runs/cgan-glyphs-20261101-120000        # -> .../progress.gif
 """
 
 from __future__ import annotations
@@ -23,47 +24,40 @@ from ganport.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-_KINDS_HELP = ("gan (MLP GAN), dcgan (convolutional), cgan (conditional MLP), "
-               "cdcgan (conditional convolutional), aae (adversarial autoencoder)")
+_TYPES = {"int": int, "float": float, "str": str}
 
-# CLI flag -> (TrainConfig field, type, help). Every flag defaults to None so that only options
-# the user typed are applied (which matters on --resume, where the rest come from the checkpoint).
-_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--dataset", "dataset", str, "data set name (`ganport datasets` lists them)"),
-    ("--data-root", "data_root", str, "folder holding the data set's files (file-based sets)"),
-    ("--image-size", "image_size", int, "resize images to N x N (default: the set's size)"),
-    ("--n-samples", "n_samples", int, "use at most N images of the set"),
-    ("--epochs", "epochs", int, "passes over the data (default 20)"),
-    ("--steps", "steps", int, "total training steps; overrides --epochs"),
-    ("--batch-size", "batch_size", int, "images per step and process (default 64)"),
-    ("--latent-dim", "latent_dim", int, "length of the latent vector z (default 100)"),
-    ("--loss", "loss", str, "bce (non-saturating, default) | minimax | lsgan"),
-    ("--lr-g", "lr_g", float, "generator learning rate (default 2e-4)"),
-    ("--lr-d", "lr_d", float, "discriminator learning rate (default 2e-4)"),
-    ("--lr-e", "lr_e", float, "encoder learning rate, aae only (default 2e-4)"),
-    ("--beta1", "beta1", float, "Adam beta1 (default 0.5)"),
-    ("--beta2", "beta2", float, "Adam beta2 (default 0.999)"),
-    ("--sample-interval", "sample_interval", int, "write a sample grid every N steps (default 200)"),
-    ("--checkpoint-interval", "checkpoint_interval", int, "write a checkpoint every N steps (default 500)"),
-    ("--keep-last", "keep_last", int, "numbered checkpoints to keep besides latest.pt (default 3)"),
-    ("--log-every", "log_every", int, "append averaged metrics every N steps (default 50)"),
-    ("--seed", "seed", int, "seed of every random generator (default 0)"),
-    ("--device", "device", str, "auto (CUDA when available, default) | cpu | cuda"),
-    ("--ema", "ema", float, "EMA decay of the generator weights (default 0.999; aae 0; 0 = off)"),
-    ("--aux-weight", "aux_weight", float,
-     "cgan/cdcgan: weight of the AC-GAN auxiliary classification loss (D gets a class head; "
-     "default 0.5 for conditional kinds; 0 = the classic cGAN)"),
-    ("--d-conditioning", "d_conditioning", str,
-     "cgan/cdcgan: how D sees the label: projection (default) | concat (the classic cGAN)"),
-    ("--arch", "arch", str, "default | simpsons (128 px report architecture; conv kinds)"),
-    ("--num-workers", "num_workers", int, "DataLoader worker processes (default 0)"),
-    ("--out-dir", "out_dir", str, "folder for run directories (default runs)"),
-    ("--run-name", "run_name", str, "run directory name (default KIND-DATASET-TIMESTAMP)"),
-    ("--eval-every", "eval_every", int,
-     "evaluate every N epochs (conditional accuracy, FD; logged with the losses; default 0 = off)"),
-    ("--eval-n", "eval_n", int, "generated samples per periodic evaluation (default 2000)"),
-    ("--threads", "threads", int, "torch intra-op threads (default: torch's choice)"),
-]
+
+def train_options() -> list[tuple[str, Any]]:
+    """``(flag, field)`` of every :class:`TrainConfig` field: the flags of ``ganport train``.
+
+    The flag is ``--`` + the field name with ``-`` for ``_`` unless the field's metadata names
+    another (``dataset_options`` -> ``--dataset-option``); ``kind`` is the positional ``KIND``.
+    """
+    import dataclasses
+
+    from ganport.trainer.config import TrainConfig
+
+    return [(f.metadata.get("flag") or ("KIND" if f.metadata.get("positional") else "--" + f.name.replace("_", "-")), f)
+            for f in dataclasses.fields(TrainConfig)]
+
+
+def _add_option(parser: argparse.ArgumentParser, flag: str, f: Any) -> None:
+    """One flag from one field. Every flag defaults to None so that only options the user typed
+    are applied (which matters on --resume, where the rest come from the checkpoint)."""
+    from ganport.trainer.config import option_help
+
+    text = option_help(f)
+    kind = str(f.type).replace(" | None", "")
+    if f.metadata.get("positional"):
+        parser.add_argument(f.name, nargs="?", metavar=flag, help=text)
+    elif kind == "bool":
+        parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif kind.startswith("dict"):  # KEY=VALUE pairs, repeatable
+        parser.add_argument(flag, dest=f.name, action="append", default=None,
+                            metavar=f.metadata.get("metavar"), help=text)
+    else:
+        parser.add_argument(flag, dest=f.name, type=_TYPES[kind], default=None,
+                            metavar=f.metadata.get("metavar"), help=text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,22 +67,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a model; each run gets its own directory with config.json, metrics.jsonl, "
                     "sample grids, loss_curve.png and checkpoints. Under torchrun the same command "
                     "trains with DistributedDataParallel.")
-    parser.add_argument("kind", nargs="?", metavar="KIND", help=_KINDS_HELP)
-    for flag, dest, kind, text in _OPTIONS:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU (default off)")
-    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
-                        help="also log to RUN_DIR/tensorboard (needs the tensorboard package)")
-    parser.add_argument("--dataset-option", dest="dataset_option", action="append", default=None,
-                        metavar="KEY=VALUE", help="data-set option (repeatable), e.g. palette=3")
-    parser.add_argument("--resume", default=None, metavar="PATH",
-                        help="continue from a checkpoint, in its run directory; options left out are "
-                             "taken from the checkpoint")
+    for flag, f in train_options():
+        _add_option(parser, flag, f)
     parser.set_defaults(handler=run_train)
 
     datasets = subparsers.add_parser("datasets", help="list the data sets `ganport train` can use")
     datasets.set_defaults(handler=run_datasets)
+
+    from ganport.trainer import animation  # numpy only, like the data-set layer
+
+    animate = subparsers.add_parser(
+        "animate", help="a run's sample grids as an animated GIF (training progress)",
+        description="Write RUN/progress.gif from the sample grids RUN/samples/step_NNNNNN.png of a training "
+                    "run (training does this at its end; this command redoes it, e.g. for a stopped run).")
+    animate.add_argument("run_dir", metavar="RUN", help="run directory of `ganport train`")
+    animate.add_argument("--out", default=None, metavar="FILE.gif", help="destination (default RUN/progress.gif)")
+    animate.add_argument("--max-frames", type=int, default=None, metavar="N",
+                         help=f"frames kept at most, evenly spread over the run (default {animation.MAX_FRAMES})")
+    animate.add_argument("--frame-ms", type=int, default=None, metavar="MS",
+                         help=f"display time of each frame in milliseconds (default {animation.FRAME_MS})")
+    animate.set_defaults(handler=run_animate)
 
 
 def parse_dataset_options(items: list[str] | None) -> dict[str, str] | None:
@@ -112,17 +110,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """
     from ganport.trainer.config import TrainConfig
 
-    given: dict[str, Any] = {dest: getattr(args, dest) for _, dest, _, _ in _OPTIONS
-                             if getattr(args, dest) is not None}
-    if args.kind is not None:
-        given["kind"] = args.kind
-    if args.amp is not None:
-        given["amp"] = args.amp
-    if args.tensorboard is not None:
-        given["tensorboard"] = args.tensorboard
-    dataset_options = parse_dataset_options(args.dataset_option)
-    if dataset_options is not None:
-        given["dataset_options"] = dataset_options
+    given: dict[str, Any] = {f.name: getattr(args, f.name) for _, f in train_options()
+                             if getattr(args, f.name) is not None}
+    if "dataset_options" in given:
+        given["dataset_options"] = parse_dataset_options(given["dataset_options"])
     if args.resume:
         from ganport.trainer.checkpoint import load_checkpoint
         from ganport.errors import CheckpointError
@@ -130,6 +121,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         ckpt = load_checkpoint(args.resume)
         if not isinstance(ckpt.get("config"), dict):
             raise CheckpointError(f"{args.resume} has no training config, so it cannot be resumed")
+        given.pop("resume")
         return TrainConfig.for_resume(ckpt["config"], args.resume, **given)
     missing = [name for name in ("kind", "dataset") if name not in given]
     if missing:
@@ -168,4 +160,13 @@ def run_datasets(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, description in rows:
         print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    """Handler of ``ganport animate``: write the GIF, print its path."""
+    from ganport.trainer.animation import write_progress_gif
+
+    options = {k: v for k, v in (("max_frames", args.max_frames), ("frame_ms", args.frame_ms)) if v is not None}
+    print(f"animation: {write_progress_gif(args.run_dir, args.out, **options)}")
     return 0

@@ -49,69 +49,19 @@ RESUMABLE_OVERRIDES = frozenset({
 })
 
 
+def _help(text: str, **cli: Any) -> dict[str, Any]:
+    """Field metadata: ``help`` (docstring and ``ganport train --help``) plus CLI details
+    (``flag``: another flag name, ``positional``: the positional argument, ``metavar``)."""
+    return {"help": text, **cli}
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run (defaults train well on the built-in sets).
 
-    Args:
-        kind: model kind: ``gan``, ``dcgan``, ``cgan``, ``cdcgan`` or ``aae``.
-        dataset: data set name (``ganport datasets`` lists them), e.g. ``glyphs``.
-        data_root: folder holding the files of a file-based data set (mnist, cifar10, folder...).
-        image_size: resize images to this square size (None: the data set's default).
-        n_samples: use at most this many images (None: all), a deterministic subset.
-        dataset_options: extra data-set options (e.g. ``{"palette": 3}``), validated by the loader.
-        latent_dim: length of the latent vector z.
-        batch_size: images per step (per process under torchrun).
-        epochs: passes over the data set (ignored when ``steps`` is set).
-        steps: total number of training steps; overrides ``epochs`` when set.
-        loss: adversarial loss: ``bce`` (non-saturating), ``minimax`` or ``lsgan`` (least squares).
-        lr_g: Adam learning rate of the generator.
-        lr_d: Adam learning rate of the discriminator.
-        lr_e: Adam learning rate of the encoder (``aae`` only).
-        beta1: Adam beta1 of every optimizer.
-        beta2: Adam beta2 of every optimizer.
-        sample_interval: write a sample grid every this many steps (and at the end).
-        checkpoint_interval: write ``checkpoints/step_NNNNNN.pt`` every this many steps (and at the end).
-        keep_last: keep this many ``step_*.pt`` checkpoints besides ``latest.pt``.
-        seed: seed of every random number generator (weights, noise, data order).
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        amp: mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU.
-        ema: decay of an exponential moving average of the generator weights (0 = off), warmed
-            up over the first steps (see :class:`~ganport.trainer.ema.EMA`); when on, the EMA
-            weights are what samples show and what export uses. None (the default) resolves to
-            ``DEFAULT_EMA`` (0.999) for the GAN kinds and 0 for ``aae``, whose exported encoder
-            must stay paired with the decoder it was trained with.
-        arch: architecture preset of the convolutional kinds: ``default`` or ``simpsons`` (128 px report).
-        aux_weight: conditional kinds: weight of the auxiliary classification loss (AC-GAN,
-            Odena et al. 2017). The discriminator gets a class head on its features (fed the image
-            without the label); D adds ``aux_weight * CE(class(x), y)`` on real images and G adds
-            ``aux_weight * CE(class(G(z, y)), y)``. None (the default) resolves to
-            ``DEFAULT_AUX_WEIGHT`` (0.5) for cgan/cdcgan and 0 for the other kinds; 0 gives the
-            classic cGAN, whose only conditioning signal is D's label input. Measured on glyphs
-            (cgan, 60 epochs, one CPU core, ``ganport eval -n 6200``): conditional accuracy 98.6%
-            with projection + 0.5 (FD 15.8, precision/recall 0.84/0.44), 97.1% with projection +
-            0.25 (FD 16.9, 0.81/0.48); on digits (200 epochs) 99.95% vs 99.91% (FD 24.3 vs 28.5).
-            Earlier, shorter runs (4000 steps, glyphs before the baseline layout) showed why the
-            weight stays moderate: 1.0 with the concatenated label reached 82% where 0 reached
-            36.5%, but with collapsed variety (recall 0 on glyphs), and on digits 1.0 lost to 0.
-        d_conditioning: how a conditional discriminator sees the label: ``concat`` (a label
-            embedding concatenated with the image, or an extra plane for cdcgan) or ``projection``
-            (Miyato & Koyama 2018: ``<embed(y), features(x)>`` added to the logit). None (the
-            default) resolves to ``DEFAULT_D_CONDITIONING`` for cgan/cdcgan, ``concat`` (unused)
-            for the other kinds.
-        num_workers: DataLoader worker processes (0: load in the main process; data is in memory).
-        resume: checkpoint to continue from (see :meth:`for_resume`).
-        out_dir: folder under which each run gets its own directory.
-        run_name: name of the run directory (None: ``KIND-DATASET-YYYYmmdd-HHMMSS``).
-        log_every: append averaged losses to ``metrics.jsonl`` every this many steps.
-        eval_every: every this many epochs, evaluate the generator (conditional accuracy, FD,
-            AAE reconstruction; see :mod:`ganport.trainer.evaluation`) and log the figures with
-            the losses (0 = off).
-        eval_n: generated samples per periodic evaluation.
-        tensorboard: also log losses, evaluation figures and sample grids to
-            ``run_dir/tensorboard`` (needs the ``tensorboard`` package; off when missing).
-        threads: torch intra-op threads (None: torch's default). One is often fastest for
-            these small networks on a shared CPU.
+    One field per option; each field's ``metadata["help"]`` is its documentation, listed below
+    under Args and shown by ``ganport train --help``, whose flags are made from these fields
+    (:func:`ganport.trainer.cli.train_options`): the flag of ``lr_g`` is ``--lr-g``.
 
     Example:
         >>> cfg = TrainConfig(kind="cgan", dataset="glyphs", steps=10)
@@ -119,41 +69,75 @@ class TrainConfig:
         64
     """
 
-    kind: str
-    dataset: str
-    data_root: str | None = None
-    image_size: int | None = None
-    n_samples: int | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    latent_dim: int = 100
-    batch_size: int = 64
-    epochs: int = 20
-    steps: int | None = None
-    loss: str = "bce"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    lr_e: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    sample_interval: int = 200
-    checkpoint_interval: int = 500
-    keep_last: int = 3
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    ema: float | None = None
-    arch: str = "default"
-    aux_weight: float | None = None
-    d_conditioning: str | None = None
-    num_workers: int = 0
-    resume: str | None = None
-    out_dir: str = "runs"
-    run_name: str | None = None
-    log_every: int = 50
-    eval_every: int = 0
-    eval_n: int = 2000
-    tensorboard: bool = False
-    threads: int | None = None
+    kind: str = field(metadata=_help(
+        "model kind: gan (MLP GAN), dcgan (convolutional), cgan (conditional MLP), cdcgan "
+        "(conditional convolutional) or aae (adversarial autoencoder)", positional=True))
+    dataset: str = field(metadata=_help("data set name (`ganport datasets` lists them), e.g. glyphs"))
+    data_root: str | None = field(default=None, metadata=_help(
+        "folder holding the files of a file-based data set (mnist, fashion-mnist, cifar10, folder...)"))
+    image_size: int | None = field(default=None, metadata=_help(
+        "resize images to N x N (default: the data set's size)"))
+    n_samples: int | None = field(default=None, metadata=_help(
+        "use at most N images of the set, a deterministic subset (default: all)"))
+    dataset_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "data-set option (repeatable), e.g. palette=3; validated by the loader",
+        flag="--dataset-option", metavar="KEY=VALUE"))
+    latent_dim: int = field(default=100, metadata=_help("length of the latent vector z"))
+    batch_size: int = field(default=64, metadata=_help("images per step (per process under torchrun)"))
+    epochs: int = field(default=20, metadata=_help("passes over the data set (ignored when steps is set)"))
+    steps: int | None = field(default=None, metadata=_help("total training steps; overrides epochs when set"))
+    loss: str = field(default="bce", metadata=_help(
+        "adversarial loss (bce: non-saturating, lsgan: least squares)", choices=LOSS_NAMES))
+    lr_g: float = field(default=2e-4, metadata=_help("Adam learning rate of the generator"))
+    lr_d: float = field(default=2e-4, metadata=_help("Adam learning rate of the discriminator"))
+    lr_e: float = field(default=2e-4, metadata=_help("Adam learning rate of the encoder (aae only)"))
+    beta1: float = field(default=0.5, metadata=_help("Adam beta1 of every optimizer"))
+    beta2: float = field(default=0.999, metadata=_help("Adam beta2 of every optimizer"))
+    sample_interval: int = field(default=200, metadata=_help(
+        "write a sample grid every N steps (and at the end)"))
+    checkpoint_interval: int = field(default=500, metadata=_help(
+        "write checkpoints/step_NNNNNN.pt every N steps (and at the end)"))
+    keep_last: int = field(default=3, metadata=_help("numbered checkpoints to keep besides latest.pt"))
+    seed: int = field(default=0, metadata=_help("seed of every random number generator (weights, noise, data order)"))
+    device: str = field(default="auto", metadata=_help("where to train (auto: CUDA when available)", choices=DEVICES))
+    amp: bool = field(default=False, metadata=_help(
+        "mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU"))
+    ema: float | None = field(default=None, metadata=_help(
+        f"decay of an exponential moving average of the generator weights (0 = off), warmed up over the "
+        f"first steps; when on, the EMA weights are what samples show and what export uses (default "
+        f"{DEFAULT_EMA} for the GAN kinds, 0 for aae, whose exported encoder must stay paired with the "
+        f"decoder it was trained with)"))
+    arch: str = field(default="default", metadata=_help(
+        "architecture preset of the convolutional kinds (simpsons: the 128 px report's)", choices=ARCHS))
+    aux_weight: float | None = field(default=None, metadata=_help(
+        f"cgan/cdcgan: weight of the AC-GAN auxiliary classification loss (Odena et al. 2017): D gets a "
+        f"class head on its features, D adds aux_weight * CE(class(x), y) on real images and G adds "
+        f"aux_weight * CE(class(G(z, y)), y); 0 = the classic cGAN (default {DEFAULT_AUX_WEIGHT} for "
+        f"conditional kinds, 0 for the others; measurements in docs/TRAINING.md)"))
+    d_conditioning: str | None = field(default=None, metadata=_help(
+        f"cgan/cdcgan: how D sees the label: concat (a label embedding concatenated with the image, an "
+        f"extra plane for cdcgan; the classic cGAN) or projection (Miyato & Koyama 2018: <embed(y), "
+        f"features(x)> added to the logit) (default {DEFAULT_D_CONDITIONING} for conditional kinds)",
+        choices=D_CONDITIONINGS))
+    num_workers: int = field(default=0, metadata=_help(
+        "DataLoader worker processes (0: load in the main process; data is in memory)"))
+    resume: str | None = field(default=None, metadata=_help(
+        "continue from a checkpoint, in its run directory; options left out are taken from the "
+        "checkpoint (see TrainConfig.for_resume)", metavar="PATH"))
+    out_dir: str = field(default="runs", metadata=_help("folder under which each run gets its own directory"))
+    run_name: str | None = field(default=None, metadata=_help(
+        "name of the run directory (default KIND-DATASET-YYYYmmdd-HHMMSS)"))
+    log_every: int = field(default=50, metadata=_help("append averaged losses to metrics.jsonl every N steps"))
+    eval_every: int = field(default=0, metadata=_help(
+        "evaluate the generator every N epochs (conditional accuracy, FD, AAE reconstruction; see "
+        "ganport.trainer.evaluation) and log the figures with the losses (0 = off)"))
+    eval_n: int = field(default=2000, metadata=_help("generated samples per periodic evaluation"))
+    tensorboard: bool = field(default=False, metadata=_help(
+        "also log losses, evaluation figures and sample grids to RUN_DIR/tensorboard (needs the "
+        "tensorboard package; off when missing)"))
+    threads: int | None = field(default=None, metadata=_help(
+        "torch intra-op threads (default: torch's choice); one is often fastest for these small "
+        "networks on a shared CPU"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field (what ``config.json`` and checkpoints hold)."""
@@ -298,3 +282,40 @@ def _int_at_least(name: str, value: Any, low: int) -> None:
 
 def _positive_int(name: str, value: Any) -> None:
     _int_at_least(name, value, 1)
+
+
+def option_help(f: dataclasses.Field) -> str:
+    """A field's full help: its ``metadata["help"]`` plus its choices and default.
+
+    Shared by the docstring's Args section and ``ganport train --help``.
+
+    Example:
+        >>> option_help(next(f for f in dataclasses.fields(TrainConfig) if f.name == "epochs"))
+        'passes over the data set (ignored when steps is set) (default 20)'
+    """
+    parts = []
+    if f.metadata.get("choices"):
+        parts.append("one of " + ", ".join(f.metadata["choices"]))
+    default = f.default
+    if isinstance(default, bool):
+        parts.append(f"default {'on' if default else 'off'}")
+    elif isinstance(default, float):
+        parts.append(f"default {default:g}")
+    elif default is not None and default is not dataclasses.MISSING:
+        parts.append(f"default {default}")
+    text = f.metadata["help"]
+    return f"{text} ({'; '.join(parts)})" if parts else text
+
+
+def _args_section() -> str:
+    """The docstring's Args section, from each field's help (the one source of that text)."""
+    import textwrap
+
+    lines = ["", "    Args:"]
+    for f in dataclasses.fields(TrainConfig):
+        lines += textwrap.wrap(f"{f.name}: {option_help(f)}.", width=96, initial_indent=" " * 8,
+                               subsequent_indent=" " * 12)
+    return "\n".join(lines) + "\n"
+
+
+TrainConfig.__doc__ = (TrainConfig.__doc__ or "").rstrip() + "\n" + _args_section()

@@ -27,8 +27,8 @@ Training loops call :func:`evaluate_during_training` every N epochs (see its doc
 Example::
 
     from ganport.trainer.evaluation import evaluate, open_source, format_report
-    results = evaluate(open_source("runs/cgan-glyphs/checkpoints/latest.pt"), "glyphs", n=10000)
-    print(format_report(results))
+    result = evaluate(open_source("runs/cgan-glyphs/checkpoints/latest.pt"), "glyphs", n=10000)
+    print(format_report(result))            # result.to_dict() is the JSON of `ganport eval --out`
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from torch import nn
 from ganport.errors import InvalidInputError
 from ganport.runtime.manifest import CONDITIONAL_KINDS
 from ganport.trainer.classifier import ClassifierSpec, ReferenceClassifier, get_classifier
+# format_report is re-exported: `from ganport.trainer.evaluation import evaluate, format_report`.
+from ganport.trainer.eval_result import EvalResult, JudgeInfo, LatentStats, Reconstruction, format_report  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ GENERATE_BATCH = 512
 PR_NEIGHBOURS = 3
 #: Precision/recall use at most this many images per side (cost grows with the square).
 PR_MAX_SAMPLES = 5000
-#: Recall below this is reported as a likely mode collapse.
-COLLAPSE_RECALL = 0.05
 # Seed offsets so the generated latents, the real subsets and the PR subsample never share a stream.
 _REAL_SPLIT_SEED = 0x5EA1
 _PR_SEED = 0x9C
@@ -479,7 +479,7 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
              reference: RealReference | None = None, cache_dir: str | Path | None = None,
              precision_recall_samples: int = PR_MAX_SAMPLES, classifier_options: Mapping[str, Any] | None = None,
              dataset_options: Mapping[str, Any] | None = None, data_root: str | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[str], None] | None = None) -> EvalResult:
     """Measure a generator against real held-out images.
 
     Args:
@@ -496,25 +496,20 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
         progress: progress lines while a reference network trains.
 
     Returns:
-        A JSON-able dict: ``model``, ``kind``, ``dataset``, ``n_generated``, ``n_real``,
-        ``classifier`` (path, task, test metrics), ``fd`` (all generated vs all real images),
-        ``fd_equal_n`` (half the real images vs as many generated ones) beside
-        ``fd_real_vs_real`` (one real half vs the other; both at ``fd_half_n`` samples per side),
-        ``precision``, ``recall``; conditional kinds ``conditional_accuracy``,
-        ``per_class_accuracy`` (class name -> share) and ``per_class_accuracy_real`` (the
-        classifier's on real images), for mixed-case alphabets (glyphs) also
-        ``conditional_accuracy_merged`` and ``classifier.test_accuracy_merged`` with look-alike
-        classes merged (:func:`lookalike_groups`, listed in ``merged_groups``); unconditional
-        kinds on labelled sets ``class_histogram``, ``classes_covered``; AAE ``reconstruction``
-        (``mse``, ``psnr``, ``n``) and ``latent`` (``mean``, ``std``, per-dimension lists);
-        ``seconds``.
+        An :class:`~ganport.trainer.eval_result.EvalResult`: the judge, ``fd`` (all generated vs all
+        real images), ``fd_equal_n`` (half the real images vs as many generated ones) beside
+        ``fd_real_vs_real`` (one real half vs the other), precision and recall; conditional kinds
+        also the conditional accuracy overall, per class and the judge's own per class on real
+        images (plus look-alikes merged for mixed-case alphabets such as glyphs); unconditional
+        kinds on labelled sets the class histogram; AAE reconstruction and latent statistics.
+        ``result.to_dict()`` is the JSON ``ganport eval --out`` writes.
 
     Raises:
         InvalidInputError: the model does not fit the data set (image shape, classes), bad n.
 
     Example:
         >>> r = evaluate(open_source("ckpt.pt"), "digits", n=2000)    # doctest: +SKIP
-        >>> r["conditional_accuracy"], r["fd"], r["fd_real_vs_real"]  # doctest: +SKIP
+        >>> r.conditional_accuracy, r.fd_equal_n, r.fd_real_vs_real  # doctest: +SKIP
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 4:
         raise InvalidInputError(f"n must be an integer >= 4, got {n!r}")
@@ -532,141 +527,72 @@ def evaluate(source: ModelSource, dataset: str | None = None, n: int = 10_000, *
     if not np.isfinite(fake_features).all():
         raise InvalidInputError("the generator produced non-finite images (NaN or inf)")
 
-    results: dict[str, Any] = {
-        "model": source.description, "kind": source.kind, "dataset": reference.dataset,
-        "image_shape": list(source.image_shape), "n_generated": int(n), "n_real": int(len(reference.features)),
-        "seed": int(seed),
-        "classifier": {"path": str(clf.path) if clf.path else None, "task": clf.task,
-                       "test_accuracy" if clf.task == "classification" else "test_r2":
-                           clf.test_metrics.get("accuracy" if clf.task == "classification" else "r2_mean"),
-                       "n_test": clf.test_metrics.get("n_test"),
-                       "feature_dim": int(fake_features.shape[1])},
-        "fd": feature_frechet_distance(reference.features, fake_features),
-        "fd_equal_n": reference.fd_at_real_vs_real_size(fake_features),
-        "fd_real_vs_real": reference.fd_real_vs_real,
-        "fd_half_n": int(len(reference.half_a)),
-    }
+    classification = clf.task == "classification"
+    result = EvalResult(
+        model=source.description, kind=source.kind, dataset=reference.dataset,
+        image_shape=list(source.image_shape), n_generated=int(n), n_real=int(len(reference.features)),
+        seed=int(seed),
+        classifier=JudgeInfo(task=clf.task, path=str(clf.path) if clf.path else None,
+                             test_accuracy=clf.test_metrics.get("accuracy") if classification else None,
+                             test_r2=None if classification else clf.test_metrics.get("r2_mean"),
+                             n_test=clf.test_metrics.get("n_test"), feature_dim=int(fake_features.shape[1])),
+        fd=feature_frechet_distance(reference.features, fake_features),
+        fd_equal_n=reference.fd_at_real_vs_real_size(fake_features),
+        fd_real_vs_real=reference.fd_real_vs_real,
+        fd_half_n=int(len(reference.half_a)),
+    )
     if source.conditional:
         predicted = fake_outputs.argmax(axis=1)
         correct = predicted == labels
-        results["conditional_accuracy"] = float(correct.mean())
-        results["per_class_accuracy"] = {name: float(correct[labels == k].mean())
-                                         for k, name in enumerate(source.class_names)}
+        result.conditional_accuracy = float(correct.mean())
+        result.per_class_accuracy = {name: float(correct[labels == k].mean())
+                                     for k, name in enumerate(source.class_names)}
         groups = lookalike_groups(source.class_names)
         if groups is not None:
-            results["conditional_accuracy_merged"] = float((groups[predicted] == groups[labels]).mean())
+            result.conditional_accuracy_merged = float((groups[predicted] == groups[labels]).mean())
             real_predicted = reference.outputs.argmax(axis=1)
-            results["classifier"]["test_accuracy_merged"] = float(
+            result.classifier.test_accuracy_merged = float(
                 (groups[real_predicted] == groups[reference.labels]).mean())
-            results["merged_groups"] = sorted(
+            result.merged_groups = sorted(
                 "/".join(name for name, g in zip(source.class_names, groups) if g == group)
                 for group in set(groups.tolist()) if (groups == group).sum() > 1)
         # The judge's own accuracy per class on real images: a generated class cannot be
         # expected to score above it (glyphs: l/I/1 and 0/O are the same shape in some fonts).
         real_per_class = clf.test_metrics.get("per_class_accuracy") or []
         if len(real_per_class) == source.n_classes:
-            results["per_class_accuracy_real"] = dict(zip(source.class_names, map(float, real_per_class)))
-    elif clf.task == "classification":
+            result.per_class_accuracy_real = dict(zip(source.class_names, map(float, real_per_class)))
+    elif classification:
         # Mode coverage of an unconditional model: which classes its samples look like.
         predicted = fake_outputs.argmax(axis=1)
         counts = np.bincount(predicted, minlength=clf.n_classes)
         share = counts / counts.sum()
-        results["class_histogram"] = {name: float(s) for name, s in zip(clf.class_names, share)}
+        result.class_histogram = {name: float(s) for name, s in zip(clf.class_names, share)}
         # A class counts as covered with at least half its fair share of the samples.
-        results["classes_covered"] = int((share >= 0.5 / clf.n_classes).sum())
-        results["mean_confidence"] = float(_softmax(fake_outputs).max(axis=1).mean())
-        results["mean_confidence_real"] = float(_softmax(reference.outputs).max(axis=1).mean())
+        result.classes_covered = int((share >= 0.5 / clf.n_classes).sum())
+        result.mean_confidence = float(_softmax(fake_outputs).max(axis=1).mean())
+        result.mean_confidence_real = float(_softmax(reference.outputs).max(axis=1).mean())
     if precision_recall_samples and precision_recall_samples > PR_NEIGHBOURS:
         rng = np.random.default_rng(_PR_SEED)
         size = min(precision_recall_samples, len(reference.features), len(fake_features))
         real_sub = reference.features[rng.permutation(len(reference.features))[:size]]
         fake_sub = fake_features[rng.permutation(len(fake_features))[:size]]
-        results["precision"], results["recall"] = precision_recall(real_sub, fake_sub)
-        results["pr_samples"] = int(size)
+        result.precision, result.recall = precision_recall(real_sub, fake_sub)
+        result.pr_samples = int(size)
     if source.encode_fn is not None:
-        results.update(_autoencoder_metrics(source, reference))
-    results["seconds"] = round(time.perf_counter() - started, 2)
-    return results
+        result.reconstruction, result.latent = _autoencoder_metrics(source, reference)
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
 
 
-def _autoencoder_metrics(source: ModelSource, reference: RealReference) -> dict[str, Any]:
+def _autoencoder_metrics(source: ModelSource, reference: RealReference) -> tuple[Reconstruction, LatentStats]:
     """Reconstruction of held-out images through G(E(x)) and the codes' moments."""
     images = reference.images
     codes = source.encode(images)
     recon = source.generate(codes)
     mse = float(np.mean((recon.astype(np.float64) - images) ** 2))
-    return {
-        "reconstruction": {"mse": mse, "psnr": psnr(mse), "n": int(len(images))},
-        "latent": {"mean": float(codes.mean()), "std": float(codes.std()),
-                   "mean_per_dim": codes.mean(axis=0).tolist(), "std_per_dim": codes.std(axis=0).tolist(),
-                   "target": "N(0, 1): mean 0, std 1 in every dimension"},
-    }
-
-
-# ------------------------------------------------------------------------------ report
-
-
-def _fmt(value: Any, pct: bool = False) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if pct:
-            return f"{value:.2%}"
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
-    return str(value)
-
-
-def summary_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(metric, value)`` rows of the printed table (shared by eval, sweep and training logs)."""
-    clf = results.get("classifier", {})
-    rows = [("model", str(results.get("model", ""))), ("data set", str(results.get("dataset", "")))]
-    if clf.get("task") == "classification":
-        rows.append(("reference classifier test accuracy", _fmt(clf.get("test_accuracy"), pct=True)))
-    elif clf:
-        rows.append(("reference regressor test R²", _fmt(clf.get("test_r2"))))
-    if "conditional_accuracy" in results:
-        rows.append(("conditional accuracy", _fmt(results["conditional_accuracy"], pct=True)))
-    if "conditional_accuracy_merged" in results:
-        rows.append(("  look-alikes merged (real images)",
-                     f"{results['conditional_accuracy_merged']:.2%}  "
-                     f"({clf.get('test_accuracy_merged', float('nan')):.2%})"))
-    if "per_class_accuracy" in results:
-        per_class = results["per_class_accuracy"]
-        real = results.get("per_class_accuracy_real", {})
-        if per_class:
-            worst = sorted(per_class.items(), key=lambda item: item[1])[:5]
-            rows.append(("worst classes (real images)", ", ".join(
-                f"{k} {v:.0%}" + (f" ({real[k]:.0%})" if k in real else "") for k, v in worst)))
-    rows.append(("FD generated vs real (all samples)", _fmt(results.get("fd"))))
-    half = results.get("fd_half_n")
-    rows.append((f"FD at {half} vs {half} samples", f"{_fmt(results.get('fd_equal_n'))}  "
-                 f"(real vs real: {_fmt(results.get('fd_real_vs_real'))})"))
-    if "precision" in results:
-        rows.append(("precision / recall (k=3)", f"{results['precision']:.3f} / {results['recall']:.3f}"))
-        if results["recall"] < COLLAPSE_RECALL:
-            # High accuracy with no recall is what a generator that ignores z looks like.
-            rows.append(("warning", "recall ~0: the samples cover almost none of the real variety "
-                                    "(mode collapse?)"))
-    if "classes_covered" in results:
-        rows.append(("classes covered", f"{results['classes_covered']} of {len(results['class_histogram'])}"))
-    if "reconstruction" in results:
-        rec = results["reconstruction"]
-        rows.append(("reconstruction MSE / PSNR", f"{rec['mse']:.4f} / {rec['psnr']:.2f} dB"))
-        lat = results["latent"]
-        rows.append(("latent mean / std (target 0 / 1)", f"{lat['mean']:.3f} / {lat['std']:.3f}"))
-    rows.append(("samples (generated / real)", f"{results.get('n_generated')} / {results.get('n_real')}"))
-    return rows
-
-
-def format_report(results: Mapping[str, Any]) -> str:
-    """The printed table of :func:`evaluate` results.
-
-    Example:
-        >>> print(format_report(results))    # doctest: +SKIP
-    """
-    rows = summary_rows(results)
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return (Reconstruction(mse=mse, psnr=psnr(mse), n=int(len(images))),
+            LatentStats(mean=float(codes.mean()), std=float(codes.std()),
+                        mean_per_dim=codes.mean(axis=0).tolist(), std_per_dim=codes.std(axis=0).tolist()))
 
 
 # ------------------------------------------------------------------------------ training hook
@@ -736,27 +662,5 @@ def evaluate_during_training(config: Any, info: Any, generator: nn.Module, encod
             row = evaluate_during_training(cfg, self.info, generator, self.nets.get("encoder"))
     """
     reference = prepare_evaluation(config, info, n=n, cache_dir=cache_dir, classifier_options=classifier_options)
-    results = evaluate(_training_source(config, info, generator, encoder), n=n, seed=seed, reference=reference,
-                       precision_recall_samples=precision_recall_samples)
-    return flatten_for_log(results)
-
-
-def flatten_for_log(results: Mapping[str, Any]) -> dict[str, float]:
-    """The scalar metrics of :func:`evaluate` results under ``eval_*`` names (metrics.jsonl, TensorBoard)."""
-    out = {"eval_fd": float(results["fd"]), "eval_fd_equal_n": float(results["fd_equal_n"]),
-           "eval_fd_real": float(results["fd_real_vs_real"])}
-    if "conditional_accuracy" in results:
-        out["eval_cond_acc"] = float(results["conditional_accuracy"])
-    if "conditional_accuracy_merged" in results:
-        out["eval_cond_acc_merged"] = float(results["conditional_accuracy_merged"])
-    if "classes_covered" in results:
-        out["eval_classes_covered"] = float(results["classes_covered"])
-    if "precision" in results:
-        out["eval_precision"] = float(results["precision"])
-        out["eval_recall"] = float(results["recall"])
-    if "reconstruction" in results:
-        out["eval_recon_mse"] = float(results["reconstruction"]["mse"])
-        out["eval_z_mean"] = float(results["latent"]["mean"])
-        out["eval_z_std"] = float(results["latent"]["std"])
-    out["eval_seconds"] = float(results.get("seconds", 0.0))
-    return out
+    return evaluate(_training_source(config, info, generator, encoder), n=n, seed=seed, reference=reference,
+                    precision_recall_samples=precision_recall_samples).log_metrics()

@@ -151,18 +151,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from ganport.trainer.evaluation import evaluate, format_report, open_source
 
     source = open_source(args.model, backend=args.backend, use_ema=not args.no_ema)
-    results = evaluate(source, args.dataset, n=args.n, seed=args.seed, cache_dir=args.cache_dir,
+    result = evaluate(source, args.dataset, n=args.n, seed=args.seed, cache_dir=args.cache_dir,
                        precision_recall_samples=args.pr_samples,
                        classifier_options=_classifier_options(args),
                        dataset_options=parse_dataset_options(args.dataset_option), data_root=args.data_root,
                        progress=lambda line: print(line, file=sys.stderr))
-    print(format_report(results))
-    out = Path(args.out) if args.out else default_results_path(args.model, results["dataset"])
+    print(format_report(result))
+    out = Path(args.out) if args.out else default_results_path(args.model, result.dataset)
     if out is not None:
         from ganport.atomic import atomic_write
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        text = (json.dumps(results, indent=2) + "\n").encode()
+        text = (json.dumps(result.to_dict(), indent=2) + "\n").encode()
         atomic_write(out, lambda handle: handle.write(text))
         print(f"results: {out}")
     return 0

@@ -44,6 +44,7 @@ import numpy as np
 from ganport.atomic import atomic_write
 from ganport.errors import CheckpointError, GanportError, InvalidInputError
 from ganport.runtime.images import decode_png, make_grid, save_png, to_uint8
+from ganport.trainer.eval_result import EvalResult
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +200,74 @@ def _load_state(path: Path, definition: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ running
 
 
+#: States of a run in ``sweep.json``.
+RUN_STATUSES = ("running", "done", "failed", "interrupted")
+
+
+@dataclass
+class SweepRun:
+    """One combination of a sweep: its settings, state and, once done, its evaluation.
+
+    Args:
+        run: run id made of the settings (``lr_g-0.0001_batch_size-8``).
+        params: the grid's values of this combination.
+        status: one of :data:`RUN_STATUSES`.
+        metrics: the evaluation of a done run.
+        checkpoint: its ``latest.pt``.
+        run_dir: its run directory.
+        samples: its sample grid PNG.
+        train_seconds: training time as the trainer counts it (across resumes).
+        steps: training steps.
+        error: first line of the error of a failed run.
+        rank: 1 = best; None for runs that are not done.
+    """
+
+    run: str
+    params: dict[str, Any]
+    status: str = "running"
+    metrics: EvalResult | None = None
+    checkpoint: str | None = None
+    run_dir: str | None = None
+    samples: str | None = None
+    train_seconds: float | None = None
+    steps: int | None = None
+    error: str | None = None
+    rank: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done" and self.metrics is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (an entry of ``sweep.json``); unset fields are left out."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["metrics"] = None if self.metrics is None else self.metrics.to_dict()
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, run: str, data: Mapping[str, Any]) -> SweepRun:
+        """Rebuild an entry of ``sweep.json`` (``run`` is its key there).
+
+        Raises:
+            InvalidInputError: a malformed entry, naming the run.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, Mapping) or "params" not in data or set(data) - names:
+            raise InvalidInputError(f"sweep.json: the entry of run {run!r} is malformed",
+                                    hint="delete sweep.json to start the sweep over")
+        values = {**dict(data), "run": run}
+        if values.get("metrics") is not None:
+            values["metrics"] = EvalResult.from_dict(values["metrics"])
+        return cls(**values)
+
+
 @dataclass
 class SweepResult:
     """What :func:`run_sweep` returns.
 
     Args:
         out_dir: the sweep folder.
-        rows: one dict per combination of the grid, ranked best first (failed runs last).
+        rows: one :class:`SweepRun` per combination of the grid, ranked best first (failed runs last).
         csv_path: ``results.csv``.
         markdown_path: ``results.md``.
         contact_sheet: ``contact_sheet.png``.
@@ -214,12 +276,19 @@ class SweepResult:
     """
 
     out_dir: Path
-    rows: list[dict[str, Any]]
+    rows: list[SweepRun]
     csv_path: Path
     markdown_path: Path
     contact_sheet: Path | None
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict: paths as strings, rows as :meth:`SweepRun.to_dict`."""
+        return {"out_dir": str(self.out_dir), "rows": [row.to_dict() for row in self.rows],
+                "csv_path": str(self.csv_path), "markdown_path": str(self.markdown_path),
+                "contact_sheet": None if self.contact_sheet is None else str(self.contact_sheet),
+                "ran": list(self.ran), "skipped": list(self.skipped)}
 
 
 def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, steps: int,
@@ -283,46 +352,50 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
     state_path = out / STATE_NAME
     state = _load_state(state_path, definition)
     state["grid"] = {k: list(v) for k, v in grid.items()}
+    runs = {rid: SweepRun.from_dict(rid, entry) for rid, entry in state["runs"].items()}
+
+    def save() -> None:
+        state["runs"] = {rid: run.to_dict() for rid, run in runs.items()}
+        _write_json_atomic(state_path, state)
+
     references: dict[str, Any] = {}
     ran, skipped, pending = [], [], []
     for index, params in enumerate(combos, start=1):
         rid = run_id(params)
-        if state["runs"].get(rid, {}).get("status") == "done":
+        if rid in runs and runs[rid].done:
             skipped.append(rid)
             report(f"[{index}/{len(combos)}] {rid}: done before, skipped")
         else:
             pending.append((index, params))
 
-    def start(index: int, params: dict[str, Any]) -> dict[str, Any]:
+    def start(index: int, params: dict[str, Any]) -> SweepRun:
         rid = run_id(params)
         report(f"[{index}/{len(combos)}] {rid}: training {steps} steps")
-        entry = {"params": params, "status": "running"}
-        state["runs"][rid] = entry
-        _write_json_atomic(state_path, state)
+        entry = runs[rid] = SweepRun(rid, params, "running")
+        save()
         ran.append(rid)
         return entry
 
-    def finish(index: int, entry: dict[str, Any], outcome: Callable[[], dict[str, Any]]) -> None:
-        rid = run_id(entry["params"])
+    def finish(index: int, entry: SweepRun, outcome: Callable[[], dict[str, Any]]) -> None:
         try:
             trained = outcome()
-            entry.update(_evaluate_run(configs[rid], trained, out, eval_n, seed, cache_dir,
-                                       classifier_options, references, report))
+            _evaluate_run(entry, configs[entry.run], trained, out, eval_n, seed, cache_dir,
+                          classifier_options, references, report)
         except KeyboardInterrupt:
-            entry["status"] = "interrupted"
-            _write_json_atomic(state_path, state)
+            entry.status = "interrupted"
+            save()
             raise
         except futures.BrokenExecutor as exc:  # the pool is gone: stop, do not blame the run
-            entry["status"] = "interrupted"
-            _write_json_atomic(state_path, state)
+            entry.status = "interrupted"
+            save()
             raise _worker_died(exc) from exc
         except (GanportError, RuntimeError, ValueError, FloatingPointError) as exc:
             # One diverging or impossible combination must not sink the whole sweep.
-            logger.warning("run %s failed: %s", rid, exc)
-            entry.update(status="failed", error=str(exc).splitlines()[0][:300])
-        _write_json_atomic(state_path, state)
-        if entry["status"] == "done":
-            report(f"[{index}/{len(combos)}] {rid}: {_score_text(entry['metrics'])}")
+            logger.warning("run %s failed: %s", entry.run, exc)
+            entry.status, entry.error = "failed", str(exc).splitlines()[0][:300]
+        save()
+        if entry.done:
+            report(f"[{index}/{len(combos)}] {entry.run}: {_score_text(entry.metrics)}")
 
     if jobs == 1 or len(pending) < 2:
         for index, params in pending:
@@ -333,14 +406,14 @@ def run_sweep(kind: str, dataset: str, grid: Mapping[str, Sequence[Any]], *, ste
             _run_parallel(pending, configs, jobs, settings, start, finish, report)
         except (KeyboardInterrupt, GanportError):  # stopped, or a worker process died
             for rid in ran:
-                if state["runs"][rid]["status"] == "running":
-                    state["runs"][rid]["status"] = "interrupted"
-            _write_json_atomic(state_path, state)
+                if runs[rid].status == "running":
+                    runs[rid].status = "interrupted"
+            save()
             raise
-    rows = rank_runs([{"run": run_id(p), "params": p, **state["runs"][run_id(p)]} for p in combos])
+    rows = rank_runs([runs[run_id(p)] for p in combos])
     _restore_missing_samples(rows, seed)
-    state["ranking"] = [row["run"] for row in rows]
-    _write_json_atomic(state_path, state)
+    state["ranking"] = [row.run for row in rows]
+    save()
     csv_path, md_path = write_tables(out, rows, list(grid), definition)
     sheet = write_contact_sheet(out / "contact_sheet.png", rows)
     report(f"results: {md_path}")
@@ -400,10 +473,10 @@ def _train_run(config: Any) -> dict[str, Any]:
     return {"checkpoint": str(checkpoint), "step": step, "train_seconds": train_seconds}
 
 
-def _evaluate_run(config: Any, trained: Mapping[str, Any], out: Path, eval_n: int, seed: int, cache_dir: Any,
-                  classifier_options: Mapping[str, Any] | None, references: dict[str, Any],
-                  report: Callable[[str], None]) -> dict[str, Any]:
-    """Evaluate a trained combination and write its sample grid; the ``sweep.json`` entry."""
+def _evaluate_run(entry: SweepRun, config: Any, trained: Mapping[str, Any], out: Path, eval_n: int, seed: int,
+                  cache_dir: Any, classifier_options: Mapping[str, Any] | None, references: dict[str, Any],
+                  report: Callable[[str], None]) -> None:
+    """Evaluate a trained combination, write its sample grid and record both in ``entry`` (done)."""
     from ganport.trainer.evaluation import RealReference, classifier_spec_for, evaluate, open_source
 
     checkpoint, step = trained["checkpoint"], trained["step"]
@@ -411,12 +484,13 @@ def _evaluate_run(config: Any, trained: Mapping[str, Any], out: Path, eval_n: in
     spec = classifier_spec_for(source, **dict(classifier_options or {}))
     if spec.key() not in references:  # one reference per image size: shared by the runs
         references[spec.key()] = RealReference.build(spec, eval_n, cache_dir, report)
-    metrics = evaluate(source, n=eval_n, seed=seed, reference=references[spec.key()])
-    samples = save_png(out / "samples" / f"{config.run_name}.png", sample_grid(source, seed))
-    return {"status": "done", "metrics": metrics, "checkpoint": str(checkpoint),
-            "run_dir": str(Path(config.out_dir) / config.run_name), "samples": str(samples),
-            "train_seconds": round(float(trained["train_seconds"]), 2),
-            "steps": step if step is not None else config.steps}
+    entry.metrics = evaluate(source, n=eval_n, seed=seed, reference=references[spec.key()])
+    entry.samples = str(save_png(out / "samples" / f"{config.run_name}.png", sample_grid(source, seed)))
+    entry.checkpoint = str(checkpoint)
+    entry.run_dir = str(Path(config.out_dir) / config.run_name)
+    entry.train_seconds = round(float(trained["train_seconds"]), 2)
+    entry.steps = step if step is not None else config.steps
+    entry.status = "done"
 
 
 def _init_worker(threads: int) -> None:
@@ -471,7 +545,7 @@ def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[st
     # spawn: a forked child would inherit this process's torch threads and CUDA state.
     context = multiprocessing.get_context("spawn")
     queue = list(pending)
-    running: dict[futures.Future, tuple[int, dict[str, Any]]] = {}
+    running: dict[futures.Future, tuple[int, SweepRun]] = {}
     with futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
                                      initargs=(threads,)) as pool:
         try:
@@ -479,7 +553,7 @@ def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[st
                 while queue and len(running) < jobs:
                     index, params = queue.pop(0)
                     entry = start(index, params)
-                    config = configs[run_id(params)]
+                    config = configs[entry.run]
                     report(f"[{index}] {config.run_name}: progress in {log_path(config)}")
                     try:
                         running[pool.submit(_train_run_logged, config)] = (index, entry)
@@ -490,7 +564,7 @@ def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[st
                     index, entry = running.pop(future)
                     finish(index, entry, future.result)
                 for index, entry in running.values():
-                    config = configs[run_id(entry["params"])]
+                    config = configs[entry.run]
                     row = _latest_metrics(Path(config.out_dir) / config.run_name)
                     if row is not None:
                         losses = ", ".join(f"{k} {row[k]:.3f}" for k in ("d_loss", "g_loss", "recon_loss") if k in row)
@@ -501,13 +575,13 @@ def _run_parallel(pending: list[tuple[int, dict[str, Any]]], configs: Mapping[st
             raise
 
 
-def _restore_missing_samples(rows: list[dict[str, Any]], seed: int) -> None:
+def _restore_missing_samples(rows: list[SweepRun], seed: int) -> None:
     """Redraw a finished run's sample grid when its PNG was deleted (the checkpoint remains)."""
     from ganport.trainer.evaluation import open_source
 
     for row in rows:
-        samples, checkpoint = Path(row.get("samples") or ""), Path(row.get("checkpoint") or "")
-        if row.get("status") == "done" and not samples.is_file() and checkpoint.is_file():
+        samples, checkpoint = Path(row.samples or ""), Path(row.checkpoint or "")
+        if row.done and not samples.is_file() and checkpoint.is_file():
             save_png(samples, sample_grid(open_source(checkpoint), seed))
 
 
@@ -529,50 +603,50 @@ def sample_grid(source: Any, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------------------ ranking and tables
 
 
-def _score_text(metrics: Mapping[str, Any]) -> str:
+def _score_text(metrics: EvalResult) -> str:
     parts = []
-    if "conditional_accuracy" in metrics:
-        parts.append(f"acc {metrics['conditional_accuracy']:.1%}")
-    parts.append(f"FD {metrics['fd']:.3g}")
-    if "reconstruction" in metrics:
-        parts.append(f"MSE {metrics['reconstruction']['mse']:.3g}")
+    if metrics.conditional_accuracy is not None:
+        parts.append(f"acc {metrics.conditional_accuracy:.1%}")
+    parts.append(f"FD {metrics.fd:.3g}")
+    if metrics.reconstruction is not None:
+        parts.append(f"MSE {metrics.reconstruction.mse:.3g}")
     return " ".join(parts)
 
 
-def rank_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rank_runs(rows: list[SweepRun]) -> list[SweepRun]:
     """Best first: by conditional accuracy (higher) then FD (lower) where present, else FD.
 
-    Runs not done (failed, interrupted) go last, in grid order. Adds ``rank`` (1-based, None for
+    Runs not done (failed, interrupted) go last, in grid order. Sets ``rank`` (1-based, None for
     those).
     """
-    done = [r for r in rows if r.get("status") == "done"]
-    rest = [r for r in rows if r.get("status") != "done"]
+    done = [r for r in rows if r.done]
+    rest = [r for r in rows if not r.done]
 
-    def key(row: dict[str, Any]) -> tuple[float, float]:
-        m = row["metrics"]
-        return (-m.get("conditional_accuracy", 0.0), m["fd"])
+    def key(row: SweepRun) -> tuple[float, float]:
+        m = row.metrics
+        return (-(m.conditional_accuracy or 0.0), m.fd)
 
     done.sort(key=key)
     for i, row in enumerate(done, start=1):
-        row["rank"] = i
+        row.rank = i
     for row in rest:
-        row["rank"] = None
+        row.rank = None
     return done + rest
 
 
-def _columns(rows: list[dict[str, Any]], grid_names: list[str]) -> list[tuple[str, Callable[[dict], Any]]]:
-    metrics = [r["metrics"] for r in rows if r.get("status") == "done"]
+def _columns(rows: list[SweepRun], grid_names: list[str]) -> list[tuple[str, Callable[[SweepRun], Any]]]:
+    metrics = [r.metrics for r in rows if r.done]
 
-    def has(key: str) -> bool:
-        return any(key in m for m in metrics)
+    def has(name: str) -> bool:
+        return any(getattr(m, name) is not None for m in metrics)
 
-    def metric(key: str) -> Callable[[dict], Any]:
-        return lambda row: row.get("metrics", {}).get(key)
+    def metric(name: str) -> Callable[[SweepRun], Any]:
+        return lambda row: None if row.metrics is None else getattr(row.metrics, name)
 
-    def param(name: str) -> Callable[[dict], Any]:
-        return lambda row: row["params"].get(name)
+    def param(name: str) -> Callable[[SweepRun], Any]:
+        return lambda row: row.params.get(name)
 
-    cols: list[tuple[str, Callable[[dict], Any]]] = [("rank", lambda r: r.get("rank")), ("run", lambda r: r["run"])]
+    cols: list[tuple[str, Callable[[SweepRun], Any]]] = [("rank", lambda r: r.rank), ("run", lambda r: r.run)]
     cols += [(name, param(name)) for name in grid_names]
     if has("conditional_accuracy"):
         cols.append(("conditional_accuracy", metric("conditional_accuracy")))
@@ -583,11 +657,12 @@ def _columns(rows: list[dict[str, Any]], grid_names: list[str]) -> list[tuple[st
     if has("classes_covered"):
         cols.append(("classes_covered", metric("classes_covered")))
     if has("reconstruction"):
-        cols.append(("recon_mse", lambda r: r.get("metrics", {}).get("reconstruction", {}).get("mse")))
-    cols += [("train_seconds", lambda r: r.get("train_seconds")), ("status", lambda r: r.get("status")),
-             ("checkpoint", lambda r: r.get("checkpoint"))]
-    if any(r.get("error") for r in rows):
-        cols.append(("error", lambda r: r.get("error")))
+        cols.append(("recon_mse", lambda r: r.metrics.reconstruction.mse
+                     if r.metrics is not None and r.metrics.reconstruction is not None else None))
+    cols += [("train_seconds", lambda r: r.train_seconds), ("status", lambda r: r.status),
+             ("checkpoint", lambda r: r.checkpoint)]
+    if any(r.error for r in rows):
+        cols.append(("error", lambda r: r.error))
     return cols
 
 
@@ -599,7 +674,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_tables(out: Path, rows: list[dict[str, Any]], grid_names: list[str],
+def write_tables(out: Path, rows: list[SweepRun], grid_names: list[str],
                  definition: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write ``results.csv`` (full precision) and ``results.md`` (rounded) from ranked rows."""
     cols = _columns(rows, grid_names)
@@ -628,17 +703,17 @@ def write_tables(out: Path, rows: list[dict[str, Any]], grid_names: list[str],
     return csv_path, md_path
 
 
-def write_contact_sheet(path: Path, rows: list[dict[str, Any]]) -> Path | None:
+def write_contact_sheet(path: Path, rows: list[SweepRun]) -> Path | None:
     """Every finished run's sample grid side by side, captioned with rank, settings and scores."""
     from ganport.trainer.explore import caption_image, tile_images
 
     tiles = []
     for row in rows:
-        if row.get("status") != "done" or not Path(row.get("samples", "")).is_file():
+        if not row.done or not Path(row.samples or "").is_file():
             continue
-        grid = decode_png(Path(row["samples"]).read_bytes())
-        lines = [f"#{row['rank']}"] + [f"{k}={_short(v)}" for k, v in row["params"].items()]
-        lines.append(_score_text(row["metrics"]))
+        grid = decode_png(Path(row.samples).read_bytes())
+        lines = [f"#{row.rank}"] + [f"{k}={_short(v)}" for k, v in row.params.items()]
+        lines.append(_score_text(row.metrics))
         tiles.append(caption_image(grid, lines))
     if not tiles:
         logger.warning("no finished run: no contact sheet")

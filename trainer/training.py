@@ -19,6 +19,8 @@ A run directory ``out_dir/<run_name>/`` holds:
   vectors fixed for the whole run (conditional kinds: one row per class, the same z in each
   column), AAE also ``samples/recon_step_NNNNNN.png`` (rows of real images / reconstructions);
 - ``loss_curve.png``: redrawn at every checkpoint and at the end;
+- ``progress.gif``: the sample grids as an animation, written at the end
+  (:mod:`ganport.trainer.animation`);
 - ``checkpoints/latest.pt`` and the last ``keep_last`` ``checkpoints/step_NNNNNN.pt``.
 
 Algorithms (one step function per family):
@@ -83,6 +85,7 @@ from ganport.trainer.losses import (aae_regularised_loss, auxiliary_class_loss, 
 from ganport.trainer.models import build_networks
 from ganport.runtime.images import make_grid, to_uint8
 from ganport.runtime.manifest import CONDITIONAL_KINDS
+from ganport.trainer.animation import write_progress_gif
 from ganport.trainer.plots import save_loss_curve, save_sample_grid
 from ganport.trainer.tb import TensorBoardLogger
 
@@ -683,6 +686,8 @@ class _Trainer:
         if self._stop_signal is not None:
             logger.warning("stopped by %s at step %d; checkpoint written",
                            signal.Signals(self._stop_signal).name, self.step)
+        else:  # a stopped run exits at once; `ganport animate RUN` makes its GIF later
+            write_progress_gif(self.run_dir)
 
 
 def _step_number(path: Path) -> int:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aganport/v1/generator.proto\x12\nganport.v1\"c\n\nImageBatch\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03png\x18\x04 \x03(\x0c\"*\n\x0b\x46loatTensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.ganport.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xd9\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nlatent_dim\x18\x03 \x01(\x05\x12\x11\n\tn_classes\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x13\n\x0bimage_shape\x18\x06 \x03(\x05\x12\x13\n\x0bvalue_range\x18\x07 \x03(\x02\x12\x13\n\x0b\x63onditional\x18\x08 \x01(\x08\x12\x13\n\x0bhas_encoder\x18\t \x01(\x08\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\x11\n\tmax_batch\x18\r \x01(\x05\x12\x11\n\tmax_count\x18\x0e \x01(\x05\x12\x18\n\x10max_stream_count\x18\x0f \x01(\x05\x12\x17\n\x0fmax_text_length\x18\x10 \x01(\x05\x12\x15\n\rmanifest_json\x18\x11 \x01(\t\"(\n\x06Labels\x12\x0f\n\x07indices\x18\x01 \x03(\x03\x12\r\n\x05names\x18\x02 \x03(\t\"\xb0\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\"\n\x06labels\x18\x04 \x01(\x0b\x32\x12.ganport.v1.Labels\x12+\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\x12\x12\n\nchunk_size\x18\x06 \x01(\x05\x42\x07\n\x05_seed\"g\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06labels\x18\x03 \x03(\x03\x12&\n\x06images\x18\x04 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\"\x83\x01\n\rGenerateChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x0e\n\x06labels\x18\x05 \x03(\x03\x12&\n\x06images\x18\x06 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\"\x99\x01\n\rDecodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07latents\x18\x02 \x01(\x0b\x32\x17.ganport.v1.FloatTensor\x12\"\n\x06labels\x18\x03 \x01(\x0b\x32\x12.ganport.v1.Labels\x12+\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\"W\n\x0e\x44\x65\x63odeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12&\n\x06images\x18\x03 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\"F\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06images\x18\x02 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\"I\n\x0e\x45ncodeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07latents\x18\x02 \x01(\x0b\x32\x17.ganport.v1.FloatTensor\"\xe1\x01\n\x11RenderWordRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12$\n\x05noise\x18\x04 \x01(\x0e\x32\x15.ganport.v1.NoiseMode\x12\x14\n\x07spacing\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06height\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12+\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x19.ganport.v1.ImageEncodingB\x07\n\x05_seedB\n\n\x08_spacingB\t\n\x07_height\"h\n\x12RenderWordResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06labels\x18\x03 \x03(\x03\x12%\n\x05image\x18\x04 \x01(\x0b\x32\x16.ganport.v1.ImageBatch*\x85\x01\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x01\x12\x1c\n\x18IMAGE_ENCODING_RAW_UINT8\x10\x02\x12\x1e\n\x1aIMAGE_ENCODING_RAW_FLOAT32\x10\x03*X\n\tNoiseMode\x12\x1a\n\x16NOISE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14NOISE_MODE_PER_GLYPH\x10\x01\x12\x15\n\x11NOISE_MODE_SHARED\x10\x02\x32\x81\x04\n\x10GeneratorService\x12K\n\nListModels\x12\x1d.ganport.v1.ListModelsRequest\x1a\x1e.ganport.v1.ListModelsResponse\x12>\n\x08GetModel\x12\x1b.ganport.v1.GetModelRequest\x1a\x15.ganport.v1.ModelInfo\x12\x45\n\x08Generate\x12\x1b.ganport.v1.GenerateRequest\x1a\x1c.ganport.v1.GenerateResponse\x12J\n\x0eGenerateStream\x12\x1b.ganport.v1.GenerateRequest\x1a\x19.ganport.v1.GenerateChunk0\x01\x12?\n\x06\x44\x65\x63ode\x12\x19.ganport.v1.DecodeRequest\x1a\x1a.ganport.v1.DecodeResponse\x12?\n\x06\x45ncode\x12\x19.ganport.v1.EncodeRequest\x1a\x1a.ganport.v1.EncodeResponse\x12K\n\nRenderWord\x12\x1d.ganport.v1.RenderWordRequest\x1a\x1e.ganport.v1.RenderWordResponseB(\n\x0e\x64\x65v.ganport.v1P\x01Z\x14ganport/v1;ganportv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aganport/v1/generator.proto\x12\nganport.v1\"c\n\nImageBatch\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03png\x18\x04 \x03(\x0c\"*\n\x0b\x46loatTensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.ganport.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x96\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nlatent_dim\x18\x03 \x01(\x05\x12\x11\n\tn_classes\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x13\n\x0bimage_shape\x18\x06 \x03(\x05\x12\x13\n\x0bvalue_range\x18\x07 \x03(\x02\x12\x13\n\x0b\x63onditional\x18\x08 \x01(\x08\x12\x13\n\x0bhas_encoder\x18\t \x01(\x08\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0b \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\x11\n\tmax_batch\x18\r \x01(\x05\x12\x11\n\tmax_count\x18\x0e \x01(\x05\x12\x18\n\x10max_stream_count\x18\x0f \x01(\x05\x12\x17\n\x0fmax_text_length\x18\x10 \x01(\x05\x12\x15\n\rmanifest_json\x18\x11 \x01(\t\x12\x0f\n\x07version\x18\x12 \x01(\t\x12*\n\x08versions\x18\x13 \x03(\x0b\x32\x18.ganport.v1.ModelVersion\">\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"(\n\x06Labels\x12\x0f\n\x07indices\x18\x01 \x03(\x03\x12\r\n\x05names\x18\x02 \x03(\t\"\xc1\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\"\n\x06labels\x18\x04 \x01(\x0b\x32\x12.ganport.v1.Labels\x12+\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\x12\x12\n\nchunk_size\x18\x06 \x01(\x05\x12\x0f\n\x07version\x18\x07 \x01(\tB\x07\n\x05_seed\"x\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06labels\x18\x03 \x03(\x03\x12&\n\x06images\x18\x04 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\x12\x0f\n\x07version\x18\x05 \x01(\t\"\x94\x01\n\rGenerateChunk\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x0e\n\x06labels\x18\x05 \x03(\x03\x12&\n\x06images\x18\x06 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\x12\x0f\n\x07version\x18\x07 \x01(\t\"\xaa\x01\n\rDecodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07latents\x18\x02 \x01(\x0b\x32\x17.ganport.v1.FloatTensor\x12\"\n\x06labels\x18\x03 \x01(\x0b\x32\x12.ganport.v1.Labels\x12+\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\x12\x0f\n\x07version\x18\x05 \x01(\t\"h\n\x0e\x44\x65\x63odeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12&\n\x06images\x18\x03 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\x12\x0f\n\x07version\x18\x04 \x01(\t\"W\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06images\x18\x02 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\x12\x0f\n\x07version\x18\x03 \x01(\t\"Z\n\x0e\x45ncodeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x07latents\x18\x02 \x01(\x0b\x32\x17.ganport.v1.FloatTensor\x12\x0f\n\x07version\x18\x03 \x01(\t\"\xf2\x01\n\x11RenderWordRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12$\n\x05noise\x18\x04 \x01(\x0e\x32\x15.ganport.v1.NoiseMode\x12\x14\n\x07spacing\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06height\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12+\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x19.ganport.v1.ImageEncoding\x12\x0f\n\x07version\x18\x08 \x01(\tB\x07\n\x05_seedB\n\n\x08_spacingB\t\n\x07_height\"y\n\x12RenderWordResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x0e\n\x06labels\x18\x03 \x03(\x03\x12%\n\x05image\x18\x04 \x01(\x0b\x32\x16.ganport.v1.ImageBatch\x12\x0f\n\x07version\x18\x05 \x01(\t*\x85\x01\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x01\x12\x1c\n\x18IMAGE_ENCODING_RAW_UINT8\x10\x02\x12\x1e\n\x1aIMAGE_ENCODING_RAW_FLOAT32\x10\x03*X\n\tNoiseMode\x12\x1a\n\x16NOISE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14NOISE_MODE_PER_GLYPH\x10\x01\x12\x15\n\x11NOISE_MODE_SHARED\x10\x02\x32\x81\x04\n\x10GeneratorService\x12K\n\nListModels\x12\x1d.ganport.v1.ListModelsRequest\x1a\x1e.ganport.v1.ListModelsResponse\x12>\n\x08GetModel\x12\x1b.ganport.v1.GetModelRequest\x1a\x15.ganport.v1.ModelInfo\x12\x45\n\x08Generate\x12\x1b.ganport.v1.GenerateRequest\x1a\x1c.ganport.v1.GenerateResponse\x12J\n\x0eGenerateStream\x12\x1b.ganport.v1.GenerateRequest\x1a\x19.ganport.v1.GenerateChunk0\x01\x12?\n\x06\x44\x65\x63ode\x12\x19.ganport.v1.DecodeRequest\x1a\x1a.ganport.v1.DecodeResponse\x12?\n\x06\x45ncode\x12\x19.ganport.v1.EncodeRequest\x1a\x1a.ganport.v1.EncodeResponse\x12K\n\nRenderWord\x12\x1d.ganport.v1.RenderWordRequest\x1a\x1e.ganport.v1.RenderWordResponseB(\n\x0e\x64\x65v.ganport.v1P\x01Z\x14ganport/v1;ganportv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +32,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ganport.v1.generator_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.ganport.v1P\001Z\024ganport/v1;ganportv1'
-  _globals['_IMAGEENCODING']._serialized_start=1838
-  _globals['_IMAGEENCODING']._serialized_end=1971
-  _globals['_NOISEMODE']._serialized_start=1973
-  _globals['_NOISEMODE']._serialized_end=2061
+  _globals['_IMAGEENCODING']._serialized_start=2133
+  _globals['_IMAGEENCODING']._serialized_end=2266
+  _globals['_NOISEMODE']._serialized_start=2268
+  _globals['_NOISEMODE']._serialized_end=2356
   _globals['_IMAGEBATCH']._serialized_start=42
   _globals['_IMAGEBATCH']._serialized_end=141
   _globals['_FLOATTENSOR']._serialized_start=143
@@ -45,29 +45,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSRESPONSE']._serialized_start=208
   _globals['_LISTMODELSRESPONSE']._serialized_end=267
   _globals['_GETMODELREQUEST']._serialized_start=269
-  _globals['_GETMODELREQUEST']._serialized_end=301
-  _globals['_MODELINFO']._serialized_start=304
-  _globals['_MODELINFO']._serialized_end=649
-  _globals['_LABELS']._serialized_start=651
-  _globals['_LABELS']._serialized_end=691
-  _globals['_GENERATEREQUEST']._serialized_start=694
-  _globals['_GENERATEREQUEST']._serialized_end=870
-  _globals['_GENERATERESPONSE']._serialized_start=872
-  _globals['_GENERATERESPONSE']._serialized_end=975
-  _globals['_GENERATECHUNK']._serialized_start=978
-  _globals['_GENERATECHUNK']._serialized_end=1109
-  _globals['_DECODEREQUEST']._serialized_start=1112
-  _globals['_DECODEREQUEST']._serialized_end=1265
-  _globals['_DECODERESPONSE']._serialized_start=1267
-  _globals['_DECODERESPONSE']._serialized_end=1354
-  _globals['_ENCODEREQUEST']._serialized_start=1356
-  _globals['_ENCODEREQUEST']._serialized_end=1426
-  _globals['_ENCODERESPONSE']._serialized_start=1428
-  _globals['_ENCODERESPONSE']._serialized_end=1501
-  _globals['_RENDERWORDREQUEST']._serialized_start=1504
-  _globals['_RENDERWORDREQUEST']._serialized_end=1729
-  _globals['_RENDERWORDRESPONSE']._serialized_start=1731
-  _globals['_RENDERWORDRESPONSE']._serialized_end=1835
-  _globals['_GENERATORSERVICE']._serialized_start=2064
-  _globals['_GENERATORSERVICE']._serialized_end=2577
+  _globals['_GETMODELREQUEST']._serialized_end=318
+  _globals['_MODELINFO']._serialized_start=321
+  _globals['_MODELINFO']._serialized_end=727
+  _globals['_MODELVERSION']._serialized_start=729
+  _globals['_MODELVERSION']._serialized_end=791
+  _globals['_LABELS']._serialized_start=793
+  _globals['_LABELS']._serialized_end=833
+  _globals['_GENERATEREQUEST']._serialized_start=836
+  _globals['_GENERATEREQUEST']._serialized_end=1029
+  _globals['_GENERATERESPONSE']._serialized_start=1031
+  _globals['_GENERATERESPONSE']._serialized_end=1151
+  _globals['_GENERATECHUNK']._serialized_start=1154
+  _globals['_GENERATECHUNK']._serialized_end=1302
+  _globals['_DECODEREQUEST']._serialized_start=1305
+  _globals['_DECODEREQUEST']._serialized_end=1475
+  _globals['_DECODERESPONSE']._serialized_start=1477
+  _globals['_DECODERESPONSE']._serialized_end=1581
+  _globals['_ENCODEREQUEST']._serialized_start=1583
+  _globals['_ENCODEREQUEST']._serialized_end=1670
+  _globals['_ENCODERESPONSE']._serialized_start=1672
+  _globals['_ENCODERESPONSE']._serialized_end=1762
+  _globals['_RENDERWORDREQUEST']._serialized_start=1765
+  _globals['_RENDERWORDREQUEST']._serialized_end=2007
+  _globals['_RENDERWORDRESPONSE']._serialized_start=2009
+  _globals['_RENDERWORDRESPONSE']._serialized_end=2130
+  _globals['_GENERATORSERVICE']._serialized_start=2359
+  _globals['_GENERATORSERVICE']._serialized_end=2872
 # @@protoc_insertion_point(module_scope)

@@ -58,13 +58,15 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
-    def __init__(self, model: _Optional[str] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "latent_dim", "n_classes", "class_names", "image_shape", "value_range", "conditional", "has_encoder", "dataset", "backend", "device", "max_batch", "max_count", "max_stream_count", "max_text_length", "manifest_json")
+    __slots__ = ("name", "kind", "latent_dim", "n_classes", "class_names", "image_shape", "value_range", "conditional", "has_encoder", "dataset", "backend", "device", "max_batch", "max_count", "max_stream_count", "max_text_length", "manifest_json", "version", "versions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +84,8 @@ class ModelInfo(_message.Message):
     MAX_STREAM_COUNT_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     latent_dim: int
@@ -99,7 +103,19 @@ class ModelInfo(_message.Message):
     max_stream_count: int
     max_text_length: int
     manifest_json: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., latent_dim: _Optional[int] = ..., n_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., image_shape: _Optional[_Iterable[int]] = ..., value_range: _Optional[_Iterable[float]] = ..., conditional: bool = ..., has_encoder: bool = ..., dataset: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_count: _Optional[int] = ..., max_stream_count: _Optional[int] = ..., max_text_length: _Optional[int] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    version: str
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., latent_dim: _Optional[int] = ..., n_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., image_shape: _Optional[_Iterable[int]] = ..., value_range: _Optional[_Iterable[float]] = ..., conditional: bool = ..., has_encoder: bool = ..., dataset: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., max_batch: _Optional[int] = ..., max_count: _Optional[int] = ..., max_stream_count: _Optional[int] = ..., max_text_length: _Optional[int] = ..., manifest_json: _Optional[str] = ..., version: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("version", "state", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    state: str
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Labels(_message.Message):
     __slots__ = ("indices", "names")
@@ -110,89 +126,103 @@ class Labels(_message.Message):
     def __init__(self, indices: _Optional[_Iterable[int]] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "count", "seed", "labels", "encoding", "chunk_size")
+    __slots__ = ("model", "count", "seed", "labels", "encoding", "chunk_size", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     count: int
     seed: int
     labels: Labels
     encoding: ImageEncoding
     chunk_size: int
-    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., count: _Optional[int] = ..., seed: _Optional[int] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ..., chunk_size: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("model", "seed", "labels", "images")
+    __slots__ = ("model", "seed", "labels", "images", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     seed: int
     labels: _containers.RepeatedScalarFieldContainer[int]
     images: ImageBatch
-    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("model", "seed", "offset", "total", "labels", "images")
+    __slots__ = ("model", "seed", "offset", "total", "labels", "images", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     seed: int
     offset: int
     total: int
     labels: _containers.RepeatedScalarFieldContainer[int]
     images: ImageBatch
-    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., offset: _Optional[int] = ..., total: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DecodeRequest(_message.Message):
-    __slots__ = ("model", "latents", "labels", "encoding")
+    __slots__ = ("model", "latents", "labels", "encoding", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     latents: FloatTensor
     labels: Labels
     encoding: ImageEncoding
-    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Union[FloatTensor, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Union[FloatTensor, _Mapping]] = ..., labels: _Optional[_Union[Labels, _Mapping]] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DecodeResponse(_message.Message):
-    __slots__ = ("model", "labels", "images")
+    __slots__ = ("model", "labels", "images", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     labels: _containers.RepeatedScalarFieldContainer[int]
     images: ImageBatch
-    def __init__(self, model: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., labels: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
-    __slots__ = ("model", "images")
+    __slots__ = ("model", "images", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     images: ImageBatch
-    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
-    __slots__ = ("model", "latents")
+    __slots__ = ("model", "latents", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     latents: FloatTensor
-    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Union[FloatTensor, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Union[FloatTensor, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RenderWordRequest(_message.Message):
-    __slots__ = ("model", "text", "seed", "noise", "spacing", "height", "encoding")
+    __slots__ = ("model", "text", "seed", "noise", "spacing", "height", "encoding", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +230,7 @@ class RenderWordRequest(_message.Message):
     SPACING_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
     seed: int
@@ -207,16 +238,19 @@ class RenderWordRequest(_message.Message):
     spacing: int
     height: int
     encoding: ImageEncoding
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., seed: _Optional[int] = ..., noise: _Optional[_Union[NoiseMode, str]] = ..., spacing: _Optional[int] = ..., height: _Optional[int] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., seed: _Optional[int] = ..., noise: _Optional[_Union[NoiseMode, str]] = ..., spacing: _Optional[int] = ..., height: _Optional[int] = ..., encoding: _Optional[_Union[ImageEncoding, str]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RenderWordResponse(_message.Message):
-    __slots__ = ("model", "seed", "labels", "image")
+    __slots__ = ("model", "seed", "labels", "image", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     seed: int
     labels: _containers.RepeatedScalarFieldContainer[int]
     image: ImageBatch
-    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., image: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
+    version: str
+    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., image: _Optional[_Union[ImageBatch, _Mapping]] = ..., version: _Optional[str] = ...) -> None: ...

@@ -77,14 +77,15 @@ class GeneratorServiceServicer(object):
     """
 
     def ListModels(self, request, context):
-        """Lists every served model with its metadata.
+        """Lists every served model with its metadata: one entry per model (its default version),
+        each listing all the model's versions and their state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModel(self, request, context):
-        """Describes one model. NOT_FOUND if it is not served.
+        """Describes one model (a version of it, or its default version). NOT_FOUND if it is not served.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

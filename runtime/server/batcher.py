@@ -250,7 +250,7 @@ class DynamicBatcher:
     # -- worker side ---------------------------------------------------------------------------
     def _publish_depth(self) -> None:
         if self._metrics is not None:
-            self._metrics.set_queue_depth(self.name, len(self._queue))
+            self._metrics.set_queue_depth(self.name, len(self._queue), id(self))
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         """Resolve a request with ``error`` and take it off the queue."""

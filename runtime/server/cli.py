@@ -45,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _register_serve(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve model packages over gRPC and HTTP (batched generation, KServe v2, health)",
-        description="Serve every model package in MODELS_DIR (each subdirectory with a manifest.json, "
-                    "under its directory name; MODELS_DIR may also be one package). Prints "
+        description="Serve every model in MODELS_DIR under its directory name: a subdirectory with a "
+                    "manifest.json is one package (version 1); one with version folders 1/, 2/ ... (Triton's "
+                    "layout, each a package) serves the versions its version policy selects. MODELS_DIR may "
+                    "also be one package or one model folder, served under --model-name or its own name. Prints "
                     "'serving N model(s) on HOST:PORT' when ready (after 'http on http://HOST:PORT' when HTTP "
                     "is on); SIGTERM/SIGINT drain and exit 0.")
     p.add_argument("models_dir", metavar="MODELS_DIR", nargs="?", default=None,
@@ -100,9 +102,31 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--cache-mb", type=float, default=0.0,
                    help="MiB of answers to deterministic requests (seeded Generate and RenderWord, Decode) kept "
                         "in an LRU cache, dropped when their model reloads (default 0: off)")
+    from ganport.runtime.server.versions import DEFAULT_POLICY, POLICIES, parse_policy
+
+    p.add_argument("--version-policy", type=_policy_type(parse_policy), default=DEFAULT_POLICY, metavar="POLICY",
+                   help="which versions of a model in version folders (MODELS_DIR/NAME/1/, 2/ ...) are served "
+                        "unless its MODELS_DIR/NAME/config.pbtxt sets a version_policy: "
+                        + "; ".join(POLICIES.values()))
     p.add_argument("--poll-seconds", type=float, default=2.0,
                    help="seconds between two scans of MODELS_DIR with --model-control poll (default 2)")
+    p.add_argument("--model-name", default=None, metavar="NAME",
+                   help="serve MODELS_DIR under this name when it is one model (a package, or a folder of "
+                        "version folders 1/, 2/ ...; default: its folder name), e.g. KServe's "
+                        "InferenceService name for /mnt/models")
     p.set_defaults(handler=_serve)
+
+
+def _policy_type(parse):
+    """An argparse type that reports a bad policy as ``error: ...`` (exit 2) with the valid forms."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except InvalidInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = "version policy"
+    return convert
 
 
 def _format_address(host: str, port: int) -> str:
@@ -141,7 +165,8 @@ def _serve(args: argparse.Namespace) -> int:
         token=token, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
         kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
-        cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host)
+        cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host,
+        version_policy=args.version_policy, model_name=args.model_name)
 
     stop = threading.Event()
 
@@ -183,6 +208,7 @@ def _register_client(subparsers) -> None:
                    help="class index or name; once for all images or once per image")
     g.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
     g.add_argument("-o", "--out", required=True, help="output PNG")
+    _add_version_option(g)
     g.set_defaults(handler=_client_generate)
 
     r = commands.add_parser("render", help="render a word with a character model")
@@ -193,6 +219,7 @@ def _register_client(subparsers) -> None:
     r.add_argument("--spacing", type=int, default=None, help="pixels between glyphs")
     r.add_argument("--height", type=int, default=None, help="glyph height in pixels")
     r.add_argument("-o", "--out", required=True, help="output PNG")
+    _add_version_option(r)
     r.set_defaults(handler=_client_render)
 
     d = commands.add_parser("decode", help="decode latent vectors from a .npy file into a PNG grid")
@@ -201,12 +228,14 @@ def _register_client(subparsers) -> None:
     d.add_argument("--label", action="append", default=None, help="class index or name (once, or once per row)")
     d.add_argument("--nrow", type=int, default=None)
     d.add_argument("-o", "--out", required=True, help="output PNG")
+    _add_version_option(d)
     d.set_defaults(handler=_client_decode)
 
     e = commands.add_parser("encode", help="encode PNG images to latents (AAE models) into a .npy file")
     e.add_argument("model")
     e.add_argument("images", nargs="+", help="PNG files of the model's image size")
     e.add_argument("-o", "--out", required=True, help="output .npy")
+    _add_version_option(e)
     e.set_defaults(handler=_client_encode)
 
     m = commands.add_parser("models", help="list the served models")
@@ -216,6 +245,11 @@ def _register_client(subparsers) -> None:
     h = commands.add_parser("health", help="print the health status (exit 0 only when SERVING)")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
     h.set_defaults(handler=_client_health)
+
+
+def _add_version_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-version", default="", metavar="VERSION",
+                   help="model version to call (default: the model's highest served version)")
 
 
 def _add_connection_options(p: argparse.ArgumentParser) -> None:
@@ -236,12 +270,13 @@ def _register_models(subparsers) -> None:
     _add_connection_options(p)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
     commands = p.add_subparsers(dest="models_command", metavar="MODELS_COMMAND")
-    ls = commands.add_parser("list", help="every package of the server's models directory and its state")
+    ls = commands.add_parser("list", help="every model of the server's models directory: one line per version "
+                                          "(NAME, VERSION, STATE, reason)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(handler=_models_list)
-    for verb, text in (("load", "load a package of the models directory"),
-                       ("reload", "reload a package (the old model serves until the new one is ready)"),
-                       ("unload", "stop serving a model after its queued work has run")):
+    for verb, text in (("load", "load a model of the models directory: the versions its version policy selects"),
+                       ("reload", "reload a model's versions (each old one serves until its new one is ready)"),
+                       ("unload", "stop serving every version of a model after its queued work has run")):
         c = commands.add_parser(verb, help=text)
         c.add_argument("model", help="model (package directory) name")
         c.set_defaults(handler=_models_change, verb=verb)
@@ -262,9 +297,12 @@ def _models_change(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         if args.verb == "unload":
             _remote(lambda: client.unload_model(args.model))
-        else:
-            _remote(lambda: client.load_model(args.model))
-    print(f"{args.verb}ed {args.model}" if args.verb != "unload" else f"unloaded {args.model}")
+            print(f"unloaded {args.model}")
+            return 0
+        _remote(lambda: client.load_model(args.model))
+        index = _remote(client.repository_index)
+    served = [e["version"] for e in index if e["name"] == args.model and e["state"] == "READY"]
+    print(f"{args.verb}ed {args.model} (serving version{'s' if len(served) != 1 else ''} {', '.join(served)})")
     return 0
 
 
@@ -303,11 +341,11 @@ def _write_grid(path: str, images, nrow) -> None:
 def _client_generate(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         reply = _remote(lambda: client.generate_response(args.model, args.count, seed=args.seed,
-                                                         labels=_labels(args.label)))
+                                                         labels=_labels(args.label), version=args.model_version))
     from ganport.runtime.server.codec import batch_to_array
 
     _write_grid(args.out, batch_to_array(reply.images), args.nrow)
-    print(f"wrote {args.out}: {args.count} image(s) from {reply.model}, seed {reply.seed}")
+    print(f"wrote {args.out}: {args.count} image(s) from {reply.model} version {reply.version}, seed {reply.seed}")
     return 0
 
 
@@ -316,7 +354,8 @@ def _client_render(args: argparse.Namespace) -> int:
 
     with _connect(args) as client:
         word = _remote(lambda: client.render_word(args.model, args.text, seed=args.seed, noise=args.noise,
-                                                  spacing=args.spacing, height=args.height))
+                                                  spacing=args.spacing, height=args.height,
+                                                  version=args.model_version))
     save_png(args.out, word)
     print(f"wrote {args.out}: {word.shape[1]}x{word.shape[0]}")
     return 0
@@ -332,7 +371,8 @@ def _client_decode(args: argparse.Namespace) -> int:
     if latents.ndim == 1:
         latents = latents[None]
     with _connect(args) as client:
-        images = _remote(lambda: client.decode(args.model, latents, labels=_labels(args.label)))
+        images = _remote(lambda: client.decode(args.model, latents, labels=_labels(args.label),
+                                                    version=args.model_version))
     _write_grid(args.out, images, args.nrow)
     print(f"wrote {args.out}: {len(images)} image(s)")
     return 0
@@ -353,7 +393,7 @@ def _client_encode(args: argparse.Namespace) -> int:
     if len({im.shape for im in images}) != 1:
         raise InvalidInputError("all images must have the same size")
     with _connect(args) as client:
-        latents = _remote(lambda: client.encode(args.model, np.stack(images)))
+        latents = _remote(lambda: client.encode(args.model, np.stack(images), version=args.model_version))
     np.save(args.out, latents)
     print(f"wrote {args.out}: latents {list(latents.shape)}")
     return 0
@@ -369,8 +409,9 @@ def _client_models(args: argparse.Namespace) -> int:
         return 0
     for m in models:
         classes = f"{m.n_classes} classes" if m.conditional else "unconditional"
+        versions = ",".join(v.version for v in m.versions if v.state == "READY") or m.version
         print(f"{m.name}\t{m.kind}\tz={m.latent_dim}\timage={list(m.image_shape)}\t{classes}\t"
-              f"{m.backend}/{m.device}")
+              f"{m.backend}/{m.device}\tversions={versions}")
     return 0
 
 

@@ -7,6 +7,10 @@ Example:
     >>> with GanportClient("127.0.0.1:50051") as client:               # doctest: +SKIP
     ...     images = client.generate("glyphs", 16, seed=3, labels="A")  # uint8 [16, H, W, C]
     ...     word = client.render_word("glyphs", "HELLO", seed=1)        # uint8 [H, W, C]
+    ...     older = client.generate("glyphs", 4, seed=3, version="1")   # a named version
+
+Every call that names a model takes ``version`` ("" = the model's default, its highest served
+version); an unknown one is NOT_FOUND naming the served versions.
 """
 
 from __future__ import annotations
@@ -98,20 +102,22 @@ class GanportClient:
         return KServeStub(self.channel)
 
     def repository_index(self) -> list[dict[str, str]]:
-        """Every package of the server's models directory: ``[{"name", "version", "state", "reason"}]``."""
+        """Every version of every model of the server's models directory:
+        ``[{"name", "version", "state", "reason"}]``."""
         from ganport.runtime.server.kserve import messages
 
         reply = self._call(self._kserve().RepositoryIndex, messages.RepositoryIndexRequest())
         return [{"name": m.name, "version": m.version, "state": m.state, "reason": m.reason} for m in reply.models]
 
     def load_model(self, model: str) -> None:
-        """Load (or reload) package ``model`` of the server's models directory."""
+        """Load (or reload) model ``model`` of the server's models directory: the versions its
+        version policy selects."""
         from ganport.runtime.server.kserve import messages
 
         self._call(self._kserve().RepositoryModelLoad, messages.RepositoryModelLoadRequest(model_name=model))
 
     def unload_model(self, model: str) -> None:
-        """Stop serving ``model`` (after its queued work has run)."""
+        """Stop serving every version of ``model`` (after its queued work has run)."""
         from ganport.runtime.server.kserve import messages
 
         self._call(self._kserve().RepositoryModelUnload, messages.RepositoryModelUnloadRequest(model_name=model))
@@ -120,56 +126,60 @@ class GanportClient:
         """Every served model's ``ModelInfo``."""
         return list(self._call(self.stub.ListModels, pb.ListModelsRequest()).models)
 
-    def get_model(self, model: str) -> pb.ModelInfo:
-        """One model's ``ModelInfo``."""
-        return self._call(self.stub.GetModel, pb.GetModelRequest(model=model))
+    def get_model(self, model: str, *, version: str = "") -> pb.ModelInfo:
+        """One model's ``ModelInfo`` (of ``version``; "" = the default, its highest served version)."""
+        return self._call(self.stub.GetModel, pb.GetModelRequest(model=model, version=str(version)))
 
     def generate_response(self, model: str, count: int, *, seed: Optional[int] = None, labels: Any = None,
-                          encoding: str = "uint8") -> pb.GenerateResponse:
-        """The raw ``GenerateResponse``."""
+                          encoding: str = "uint8", version: str = "") -> pb.GenerateResponse:
+        """The raw ``GenerateResponse`` (``.version``: the version that answered)."""
         request = pb.GenerateRequest(model=model, count=count, labels=make_labels(labels),
-                                     encoding=codec.encoding_from_name(encoding))
+                                     encoding=codec.encoding_from_name(encoding), version=str(version))
         if seed is not None:
             request.seed = seed
         return self._call(self.stub.Generate, request)
 
     def generate(self, model: str, count: int, *, seed: Optional[int] = None, labels: Any = None,
-                 encoding: str = "uint8") -> np.ndarray:
+                 encoding: str = "uint8", version: str = "") -> np.ndarray:
         """``count`` images: uint8 NHWC (``uint8``/``png``) or float32 NCHW (``float32``)."""
         return codec.batch_to_array(self.generate_response(model, count, seed=seed, labels=labels,
-                                                           encoding=encoding).images)
+                                                           encoding=encoding, version=version).images)
 
     def generate_stream(self, model: str, count: int, *, seed: Optional[int] = None, labels: Any = None,
-                        encoding: str = "uint8", chunk_size: int = 0) -> Iterator[pb.GenerateChunk]:
+                        encoding: str = "uint8", chunk_size: int = 0, version: str = "") -> Iterator[pb.GenerateChunk]:
         """Stream ``GenerateChunk`` messages for a large request."""
         request = pb.GenerateRequest(model=model, count=count, labels=make_labels(labels),
-                                     encoding=codec.encoding_from_name(encoding), chunk_size=chunk_size)
+                                     encoding=codec.encoding_from_name(encoding), chunk_size=chunk_size,
+                                     version=str(version))
         if seed is not None:
             request.seed = seed
         return self._call(self.stub.GenerateStream, request)
 
-    def decode(self, model: str, latents: np.ndarray, *, labels: Any = None, encoding: str = "uint8") -> np.ndarray:
+    def decode(self, model: str, latents: np.ndarray, *, labels: Any = None, encoding: str = "uint8",
+               version: str = "") -> np.ndarray:
         """Images for caller-supplied latents ``[N, latent_dim]``."""
         request = pb.DecodeRequest(model=model, latents=codec.array_to_tensor(latents),
-                                   labels=make_labels(labels), encoding=codec.encoding_from_name(encoding))
+                                   labels=make_labels(labels), encoding=codec.encoding_from_name(encoding),
+                                   version=str(version))
         return codec.batch_to_array(self._call(self.stub.Decode, request).images)
 
-    def encode(self, model: str, images: np.ndarray) -> np.ndarray:
+    def encode(self, model: str, images: np.ndarray, *, version: str = "") -> np.ndarray:
         """Latents for uint8 NHWC or float32 NCHW images (AAE models)."""
         images = np.asarray(images)
         if images.dtype == np.uint8:
             batch = codec.uint8_to_batch(images, codec.RAW_UINT8)
         else:
             batch = codec.images_to_batch(images, codec.RAW_FLOAT32)
-        reply = self._call(self.stub.Encode, pb.EncodeRequest(model=model, images=batch))
+        reply = self._call(self.stub.Encode, pb.EncodeRequest(model=model, images=batch, version=str(version)))
         return codec.tensor_to_array(reply.latents)
 
     def render_word(self, model: str, text: str, *, seed: Optional[int] = None, noise: str = "per-glyph",
-                    spacing: Optional[int] = None, height: Optional[int] = None) -> np.ndarray:
+                    spacing: Optional[int] = None, height: Optional[int] = None, version: str = "") -> np.ndarray:
         """The rendered word, uint8 ``[H, W, C]``."""
         if noise not in _NOISE:
             raise InvalidInputError(f"unknown noise mode {noise!r}: valid modes are {', '.join(_NOISE)}")
-        request = pb.RenderWordRequest(model=model, text=text, noise=_NOISE[noise], encoding=codec.RAW_UINT8)
+        request = pb.RenderWordRequest(model=model, text=text, noise=_NOISE[noise], encoding=codec.RAW_UINT8,
+                                       version=str(version))
         for field, value in (("seed", seed), ("spacing", spacing), ("height", height)):
             if value is not None:
                 setattr(request, field, value)

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ganport.errors import InvalidInputError, ModelNotFoundError
+from ganport.errors import InvalidInputError
 from ganport.runtime.backends import BACKENDS as _BACKEND_TABLE
 from ganport.runtime.manifest import triton_dims
 from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_latents
+from ganport.runtime.server.versions import DEFAULT_POLICY
 
-#: The only model version ganport serves; an empty version means the same.
-MODEL_VERSION = "1"
 #: KServe ``platform`` per ganport backend (Triton's names).
 PLATFORMS = {name: spec.triton_platform for name, spec in _BACKEND_TABLE.items()}
 #: Triton ``backend`` per ganport backend.
@@ -55,18 +54,6 @@ _NUMPY_TO_TRITON = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
 def client_shape(shape: Sequence[int]) -> list[int]:
     """The shape clients send and receive for a tensor of model ``shape``: ``[-1, *dims]``."""
     return [-1, *triton_dims(shape)[0]]
-
-
-def find_model(models: ModelRegistry, name: str, version: str = "") -> ServedModel:
-    """The served model ``name`` at ``version`` ("" = the default).
-
-    Raises:
-        ModelNotFoundError: no such model, or no such version.
-    """
-    model = models.get_model(name)
-    if version not in ("", MODEL_VERSION):
-        raise ModelNotFoundError(f"model {name!r} has no version {version!r}; available: {MODEL_VERSION!r}")
-    return model
 
 
 def check_input(name: str, datatype: str, shape: Sequence[Any], limits: Limits) -> tuple[np.dtype, tuple[int, ...]]:
@@ -175,8 +162,11 @@ async def infer(model: ServedModel, tensors: dict[str, np.ndarray], limits: Limi
     return np.ascontiguousarray(await model.run(z, labels, context), dtype="<f4")
 
 
-def model_metadata(model: ServedModel) -> dict[str, Any]:
+def model_metadata(model: ServedModel, versions: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """The protocol's model metadata: ``name``, ``versions``, ``platform``, ``inputs``, ``outputs``.
+
+    ``versions`` are the model's served versions, as Triton lists them (None: ``model``'s own);
+    platform and tensors are those of ``model``, the version asked for (or the default one).
 
     Each tensor is ``{"name", "datatype", "shape"}`` with ``-1`` for the batch axis; shapes are
     the ones Triton requires for the exported config (:func:`client_shape`): ``label`` is
@@ -188,7 +178,7 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
         return [{"name": e["name"], "datatype": _NUMPY_TO_PROTOCOL.get(e["dtype"], e["dtype"].upper()),
                  "shape": client_shape(e["shape"])} for e in entries]
 
-    return {"name": model.name, "versions": [MODEL_VERSION],
+    return {"name": model.name, "versions": list(versions) if versions is not None else [model.version],
             "platform": PLATFORMS.get(model.backend, model.backend),
             "inputs": describe(spec["inputs"]), "outputs": describe(spec["outputs"])}
 
@@ -201,13 +191,14 @@ def _config_tensor(entry: dict) -> dict[str, Any]:
     return tensor
 
 
-def model_config(model: ServedModel) -> dict[str, Any]:
+def model_config(model: ServedModel, version_policy: Any = None) -> dict[str, Any]:
     """The model's configuration as Triton's ``ModelConfig`` in JSON form (proto field names).
 
     The same shape ``ganport export --format triton`` writes to ``config.pbtxt``: implicit batch
     axis with ``max_batch_size`` = the batcher's max batch, ``z`` ``[latent_dim]``, ``label``
     ``[1]`` reshaped to ``[]``, ``image`` ``[C, H, W]``, dynamic batching with the server's max
-    delay and queue size, one instance on the model's device, and the manifest JSON in the
+    delay and queue size, one instance on the model's device, the model's version policy
+    (a :class:`~.versions.VersionPolicy`; None: ``latest:1``), and the manifest JSON in the
     ``ganport.metadata`` parameter.
     """
     info, batcher = model.info, model.batcher
@@ -221,7 +212,7 @@ def model_config(model: ServedModel) -> dict[str, Any]:
         "name": model.name,
         "platform": PLATFORMS.get(model.backend, model.backend),
         "backend": TRITON_BACKENDS.get(model.backend, model.backend),
-        "version_policy": {"latest": {"num_versions": 1}},
+        "version_policy": (version_policy or DEFAULT_POLICY).to_config(),
         "max_batch_size": int(batcher.max_batch),
         "input": [_config_tensor(e) for e in spec["inputs"]],
         "output": [_config_tensor(e) for e in spec["outputs"]],
@@ -255,7 +246,10 @@ def model_statistics(model: ServedModel, metrics: Any) -> dict[str, Any]:
     * ``batch_stats``: model calls per batch size;
     * ``last_inference``: end of the last model call, ms since the epoch (0: never).
 
-    Counts are cumulative since the server started (an unloaded and reloaded model keeps them).
+    Counts are cumulative since the server started (an unloaded and reloaded model keeps them)
+    and per model name: every version of the model together (metrics are labelled by name only,
+    so their number stays bounded however many versions come and go). ``version`` is
+    ``model``'s: the version asked for, or the default one.
     """
     success, fail = [0, 0.0], [0, 0.0]
     for (method, code), (count, seconds) in metrics.request_totals(model.name).items():
@@ -269,7 +263,7 @@ def model_statistics(model: ServedModel, metrics: Any) -> dict[str, Any]:
     zero = _duration(0, 0.0)
     return {
         "name": model.name,
-        "version": MODEL_VERSION,
+        "version": model.version,
         "last_inference": 0 if last is None else int(last * 1000),
         "inference_count": sum(size * count for size, (count, _) in batches.items()),
         "execution_count": sum(count for count, _ in batches.values()),
@@ -285,11 +279,13 @@ def model_statistics(model: ServedModel, metrics: Any) -> dict[str, Any]:
 
 
 def models_statistics(models: ModelRegistry, metrics: Any, name: str = "", version: str = "") -> list[dict[str, Any]]:
-    """:func:`model_statistics` of ``name`` (NOT_FOUND if not served), or of every model when empty."""
-    chosen: Iterable[ServedModel] = [find_model(models, name, version)] if name else list(models.values())
-    return [model_statistics(model, metrics) for model in chosen]
+    """:func:`model_statistics` of ``name`` (at ``version``: NOT_FOUND if not served), or of every
+    model (its default version) when ``name`` is empty."""
+    if name:
+        return [model_statistics(models.get_model(name, version), metrics)]
+    return [model_statistics(model, metrics) for model in models.values()]
 
 
 def repository_index(models: ModelRegistry) -> list[dict[str, str]]:
-    """Every served model as a repository index entry (for a server without a model repository)."""
-    return [{"name": name, "version": MODEL_VERSION, "state": "READY", "reason": ""} for name in models]
+    """Every served model version as a repository index entry (for a server without a model repository)."""
+    return [{"name": m.name, "version": m.version, "state": "READY", "reason": ""} for m in models.served()]

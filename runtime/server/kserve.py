@@ -38,7 +38,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from ganport import __version__
 from ganport.errors import InvalidInputError, ModelNotFoundError
 from ganport.runtime.server import inference
-from ganport.runtime.server.inference import MODEL_VERSION
 from ganport.runtime.server.repository import ModelRepository
 from ganport.runtime.server.servicer import Limits, ModelRegistry, ServedModel, check_size
 from ganport.runtime.server.status import UnimplementedError, status_for
@@ -144,7 +143,7 @@ class KServeServicer:
         self.metrics = metrics
 
     def _model(self, name: str, version: str) -> ServedModel:
-        return inference.find_model(self.models, name, version)
+        return self.models.get_model(name, version)
 
     async def ServerLive(self, request, context):
         return kpb.ServerLiveResponse(live=True)
@@ -165,7 +164,8 @@ class KServeServicer:
         return kpb.ServerMetadataResponse(name="ganport", version=__version__, extensions=list(inference.EXTENSIONS))
 
     async def ModelMetadata(self, request, context):
-        meta = inference.model_metadata(self._model(request.name, request.version))
+        model = self._model(request.name, request.version)
+        meta = inference.model_metadata(model, list(self.models.versions(model.name)))
         tensor = kpb.ModelMetadataResponse.TensorMetadata
         return kpb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -179,7 +179,7 @@ class KServeServicer:
         inference.check_outputs(model, [output.name for output in request.outputs])
         images = await inference.infer(model, self._read_inputs(request), self.limits, context)
         response = kpb.ModelInferResponse(
-            model_name=model.name, model_version=MODEL_VERSION, id=request.id,
+            model_name=model.name, model_version=model.version, id=request.id,
             outputs=[kpb.ModelInferResponse.InferOutputTensor(name=inference.OUTPUT, datatype="FP32",
                                                                shape=list(images.shape))],
             raw_output_contents=[images.tobytes()])
@@ -248,7 +248,8 @@ class KServeServicer:
                 self.metrics.observe_request(label, "ModelStreamInfer", code.name, time.perf_counter() - started)
 
     async def ModelConfig(self, request, context):
-        config = inference.model_config(self._model(request.name, request.version))
+        model = self._model(request.name, request.version)
+        config = inference.model_config(model, self.repository.policy(model.name))
         return kpb.ModelConfigResponse(config=json_format.ParseDict(config, kpb.ModelConfig()))
 
     async def ModelStatistics(self, request, context):

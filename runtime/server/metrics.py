@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
@@ -95,6 +95,7 @@ class Metrics:
         self._request_totals: dict[tuple[str, str, str], list] = {}  # (model, method, code) -> [n, s]
         self._batch_totals: dict[str, dict[int, list]] = {}  # model -> {size: [n, s]}
         self._last_batch: dict[str, float] = {}  # model -> time.time() at the end of its last call
+        self._queue_depths: dict[str, dict[Any, int]] = {}  # model -> {batcher: waiting requests}
 
     # -- recording -----------------------------------------------------------------------------
     def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
@@ -139,9 +140,17 @@ class Metrics:
         """Publish the response cache's size in bytes."""
         self.cache_bytes.set(size)
 
-    def set_queue_depth(self, model: str, depth: int) -> None:
-        """Publish the current number of waiting requests."""
-        self.queue_depth.labels(model).set(depth)
+    def set_queue_depth(self, model: str, depth: int, source: Any = None) -> None:
+        """Publish the current number of waiting requests of one batcher (``source``); the gauge
+        is the sum over the model's batchers (its versions)."""
+        with self._totals_lock:
+            depths = self._queue_depths.setdefault(model, {})
+            if depth:
+                depths[source] = depth
+            else:
+                depths.pop(source, None)  # idle batchers (and closed ones) leave no entry
+            total = sum(depths.values())
+        self.queue_depth.labels(model).set(total)
 
     # -- reading -------------------------------------------------------------------------------
     def _sum(self, name: str, **labels: str) -> float:

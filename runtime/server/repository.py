@@ -1,12 +1,14 @@
-"""The model repository: which packages the served directory holds, and loading/unloading them.
+"""The model repository: which models and versions the served directory holds, and loading/unloading them.
 
 Protocol-neutral (the KServe gRPC ``Repository*`` calls and the REST ``/v2/repository`` routes use
 the same object). A repository is the directory ``ganport serve`` was given: either one package
-(served under its directory name) or a folder whose subdirectories are packages. Loading a
-package opens it with :meth:`Generator.load` in a worker thread (the event loop keeps serving),
-wraps it in a batcher exactly as :func:`~ganport.runtime.server.server.create_server` does, and
-swaps it into the :class:`~ganport.runtime.server.servicer.ModelRegistry`; a model that was
-already served is replaced (a reload) and its queued work drains. Unloading removes the model
+(served under its directory name) or a folder of models, each a package (one version, "1") or a
+folder of version folders ``1/``, ``2/`` ... (Triton's layout, see :mod:`.versions`), of which
+the model's version policy selects the served ones. Loading a version opens its package with
+:meth:`Generator.load` in a worker thread (the event loop keeps serving), wraps it in a batcher
+exactly as :func:`~ganport.runtime.server.server.create_server` does, and swaps it into the
+:class:`~ganport.runtime.server.servicer.ModelRegistry`; a version that was already served is
+replaced (a reload) and its queued work drains. Unloading removes the model (every version)
 from the registry at once (new calls: NOT_FOUND) and returns once its queued work has run.
 
 When the server was given ``Generator`` objects instead of a directory there is no repository:
@@ -19,22 +21,27 @@ import asyncio
 import logging
 import re
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ganport.errors import GanportError, InvalidInputError, ModelNotFoundError, PackageError
-from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.modes import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
 from ganport.runtime.server.servicer import ModelRegistry, ServedModel
+from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
+                                                policy_from_config, scan, version_key)
 
 logger = logging.getLogger(__name__)
 
-#: Version every package is served as.
-VERSION = "1"
 READY = "READY"
 UNAVAILABLE = "UNAVAILABLE"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it is a valid model name (a plain directory name), else InvalidInputError."""
+    if not _NAME_RE.match(name or ""):
+        raise InvalidInputError(f"invalid model name {name!r}: use a plain directory name (letters, digits, "
+                                f"'_', '-', '.')")
+    return name
 
 
 class NoRepositoryError(GanportError):
@@ -97,71 +104,132 @@ def fingerprint(directory: Path) -> tuple:
 
 
 class ModelRepository:
-    """Packages under the served directory, and their load/unload.
+    """Models under the served directory, their versions, and their load/unload.
 
     Args:
         registry: the served models (shared with every servicer).
         directory: the served models directory (or single package), or None when the server
             was given ``Generator`` objects.
         load_generator: blocking ``(package directory) -> Generator`` (run in a worker thread).
-        make_model: ``(name, generator) -> ServedModel`` (called on the event loop; builds the
-            model's batcher).
+        make_model: ``(name, generator, version) -> ServedModel`` (called on the event loop;
+            builds the model version's batcher).
+        model_control: a :data:`MODEL_CONTROL` mode.
+        metrics: the server's :class:`~.metrics.Metrics` (load counters), or None.
+        version_policy: the policy of models without a ``config.pbtxt`` ``version_policy``
+            (default ``latest:1``).
+        model_name: the served name when ``directory`` is one model (default: its folder name).
     """
 
     def __init__(self, registry: ModelRegistry, directory: Optional[Path] = None,
                  load_generator: Optional[Callable[[Path], Any]] = None,
-                 make_model: Optional[Callable[[str, Any], ServedModel]] = None,
-                 model_control: str = DEFAULT_MODEL_CONTROL, metrics=None):
+                 make_model: Optional[Callable[[str, Any, str], ServedModel]] = None,
+                 model_control: str = DEFAULT_MODEL_CONTROL, metrics=None,
+                 version_policy: VersionPolicy = DEFAULT_POLICY, model_name: Optional[str] = None):
         if model_control not in MODEL_CONTROL:
             raise InvalidInputError(f"unknown model control {model_control!r}: valid modes are "
                                     f"{', '.join(MODEL_CONTROL)}")
         self.registry = registry
         self.directory = None if directory is None else Path(directory)
         self.model_control = model_control
+        self.version_policy = version_policy
+        self.model_name = None if model_name is None else check_model_name(model_name)
         self._metrics = metrics
         self._load_generator = load_generator
         self._make_model = make_model
-        self._reasons: dict[str, str] = {}  # why a package is not served (load error, "unloaded")
         self._lock: Optional[asyncio.Lock] = None
-        # Package contents each served model was loaded from, and contents that failed to load
-        # (polling retries a failed package only once its files change).
-        self._loaded: dict[str, tuple] = {}
-        self._failed: dict[str, tuple] = {}
-        self._missing: dict[str, int] = {}  # served packages not found, by consecutive scans
+        # All keyed by (name, version). Why a version is not served (load error, "unloaded"); the
+        # package contents each served version was loaded from, and contents that failed to load
+        # (polling retries a failed version only once its files change); served versions not
+        # found, by consecutive scans.
+        self._reasons: dict[tuple[str, str], str] = {}
+        self._loaded: dict[tuple[str, str], tuple] = {}
+        self._failed: dict[tuple[str, str], tuple] = {}
+        self._missing: dict[tuple[str, str], int] = {}
+        # name -> (config.pbtxt stat, policy read from it): read again only when it changes; a
+        # config that no longer parses keeps the last good policy.
+        self._policies: dict[str, tuple[tuple, VersionPolicy]] = {}
+        # The last scan of the directory, for answers on the request path (ListModels, GetModel)
+        # that must not touch the disk; every scan (index, load, poll) refreshes it.
+        self._known: dict[str, dict[str, Path]] = {}
         if self.directory is not None:
-            for name, path in self.packages().items():
-                if name in registry:
-                    self._loaded[name] = fingerprint(path)
+            for name, found in self.packages().items():
+                for version, path in found.items():
+                    if version in registry.versions(name):
+                        self._loaded[(name, version)] = fingerprint(path)
 
     # -- reading -------------------------------------------------------------------------------
-    def packages(self) -> dict[str, Path]:
-        """``{name: package directory}`` found now in the served directory (empty if none)."""
-        if self.directory is None or not self.directory.is_dir():
+    def packages(self) -> dict[str, dict[str, Path]]:
+        """``{name: {version: package directory}}`` found now in the served directory (see
+        :func:`~.versions.scan`; empty without a directory)."""
+        if self.directory is None:
             return {}
-        if (self.directory / MANIFEST_NAME).is_file():
-            return {self.directory.resolve().name: self.directory}
-        return {child.name: child for child in sorted(self.directory.iterdir())
-                if child.is_dir() and (child / MANIFEST_NAME).is_file()}
+        self._known = scan(self.directory, self.model_name)
+        return self._known
+
+    def policy(self, name: str) -> VersionPolicy:
+        """The version policy of model ``name``: its ``config.pbtxt`` ``version_policy``, else
+        the server's. A config that cannot be parsed is logged once and keeps the last good
+        policy."""
+        path = None if self.directory is None else config_path(self.directory, name)
+        if path is None:
+            return self.version_policy
+        try:
+            stat = path.stat()
+        except OSError:
+            self._policies.pop(name, None)
+            return self.version_policy
+        key = (stat.st_size, stat.st_mtime_ns)
+        cached = self._policies.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            policy = policy_from_config(path) or self.version_policy
+        except InvalidInputError as exc:
+            policy = cached[1] if cached is not None else self.version_policy
+            logger.warning("model %r: %s; keeping the version policy %s", name, exc, policy)
+        self._policies[name] = (key, policy)
+        return policy
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        """Every package of the directory and every served model, sorted by name.
+        """One entry per version of every model of the directory and every served model.
 
         Returns:
-            ``[{"name", "version", "state", "reason"}]`` with state ``READY`` (served) or
-            ``UNAVAILABLE`` (with the reason: the last load error, "unloaded", "not loaded").
+            ``[{"name", "version", "state", "reason"}]`` sorted by name then version, state
+            ``READY`` (served) or ``UNAVAILABLE`` (with the reason: the last load error,
+            "unloaded", "not selected by the version policy ...", "not loaded").
         """
-        served = dict(self.registry)
+        packages = self.packages()
         entries = []
-        for name in sorted(set(self.packages()) | set(served)):
-            if name in served:
-                entries.append({"name": name, "version": VERSION, "state": READY, "reason": ""})
-            elif not ready_only:
-                entries.append({"name": name, "version": VERSION, "state": UNAVAILABLE,
-                                "reason": self._reasons.get(name, "not loaded")})
+        for name in sorted(set(packages) | set(self.registry)):
+            for entry in self._version_states(name, packages.get(name, {}), self.policy(name)):
+                if entry["state"] == READY or not ready_only:
+                    entries.append({"name": name, **entry})
+        return entries
+
+    def versions(self, name: str) -> list[dict[str, str]]:
+        """Every version of model ``name`` (served, or found by the last scan of the directory):
+        ``[{"version", "state", "reason"}]`` in increasing version order. Reads no file (it
+        answers ListModels and GetModel)."""
+        policy = self._policies[name][1] if name in self._policies else self.version_policy
+        return self._version_states(name, self._known.get(name, {}), policy)
+
+    def _version_states(self, name: str, on_disk: dict[str, Path], policy: VersionPolicy) -> list[dict[str, str]]:
+        served = self.registry.versions(name)
+        selected = set(policy.select(on_disk)) if on_disk else set()
+        entries = []
+        for version in sorted(set(on_disk) | set(served), key=version_key):
+            if version in served:
+                # A served version whose reload failed says so (the older files still serve).
+                entries.append({"version": version, "state": READY, "reason": self._reasons.get((name, version), "")})
+                continue
+            reason = self._reasons.get((name, version))
+            if reason is None:
+                reason = "not loaded" if version in selected else f"not selected by the version policy {policy}"
+            entries.append({"version": version, "state": UNAVAILABLE, "reason": reason})
         return entries
 
     # -- changing ------------------------------------------------------------------------------
-    def _check_name(self, name: str) -> Path:
+    def _check_name(self, name: str) -> dict[str, Path]:
         if self.directory is None or self._load_generator is None or self._make_model is None:
             raise NoRepositoryError(
                 "this server was started with models, not a models directory: it cannot load or unload "
@@ -169,9 +237,7 @@ class ModelRepository:
         if self.model_control == "none":
             raise NoRepositoryError("this server was started with --model-control none: its models are fixed",
                                     hint="start it with --model-control explicit or poll")
-        if not _NAME_RE.match(name or ""):
-            raise InvalidInputError(f"invalid model name {name!r}: use the package's directory name (letters, "
-                                    f"digits, '_', '-', '.')")
+        check_model_name(name)
         packages = self.packages()
         if name not in packages:
             found = ", ".join(packages) or "none"
@@ -192,51 +258,128 @@ class ModelRepository:
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def load(self, name: str) -> ServedModel:
-        """Load (or reload) package ``name``; returns the served model once it is ready.
+    async def load(self, name: str) -> list[ServedModel]:
+        """Load (or reload) model ``name``: every version its policy selects; versions served
+        before that the policy no longer selects are unloaded once the new ones serve.
+
+        A version that fails to load is skipped for the next one the policy allows (a ``latest:1``
+        model whose newest version is broken keeps serving the one before), and a version
+        already served stays served.
+
+        Returns:
+            The served versions of ``name``.
 
         Raises:
             NoRepositoryError: no models directory.
             InvalidInputError: a name that is not a plain directory name.
-            ModelNotFoundError: no such package.
-            PackageError: the package does not load (the server keeps serving the others, and a
-                model already served under that name stays served).
+            ModelNotFoundError: no such model.
+            PackageError: a selected version does not load (naming it and why; the server keeps
+                serving the others).
         """
-        directory = self._check_name(name)
+        on_disk = self._check_name(name)
         async with self._guard():
-            return await self._load(name, directory)
+            done = await self._sync(name, on_disk, force=True)
+        if done["failed"]:
+            served = ", ".join(self.registry.versions(name)) or "none"
+            raise PackageError(f"cannot load model {name!r}: "
+                               + "; ".join(f"version {v}: {self._reasons[(name, v)]}" for v in done["failed"])
+                               + f" (served versions: {served})")
+        return list(self.registry.versions(name).values())
 
-    async def _load(self, name: str, directory: Path) -> ServedModel:
+    async def _load_version(self, name: str, version: str, directory: Path) -> ServedModel:
+        """Open, verify, warm up and serve one version (replacing that version if served)."""
         contents = fingerprint(directory)
+        shown = f"{name!r} version {version}"
         try:
             generator = await asyncio.to_thread(self._load_generator, directory)
         except Exception as exc:  # noqa: BLE001 - any failure to open a package is reported, not raised raw
-            logger.warning("loading model %r from %s failed: %s", name, directory, exc,
+            logger.warning("loading model %s from %s failed: %s", shown, directory, exc,
                            exc_info=None if isinstance(exc, GanportError) else exc)
             detail = self._public(str(exc) if isinstance(exc, GanportError) else f"{type(exc).__name__}: {exc}",
-                                  name, directory)
-            self._reasons[name] = f"load failed: {detail}"
-            self._failed[name] = contents
+                                  name, self.directory / name if self.directory is not None else directory)
+            if version in self.registry.versions(name):
+                self._reasons[(name, version)] = f"reload failed, the previously loaded files serve: {detail}"
+            else:
+                self._reasons[(name, version)] = f"load failed: {detail}"
+            self._failed[(name, version)] = contents
             if self._metrics is not None:
                 self._metrics.observe_load(name, ok=False)
-            raise PackageError(f"cannot load model {name!r}: {detail}") from exc
+            raise PackageError(f"cannot load model {shown}: {detail}") from exc
         # load_generator opens packages with the server's --max-batch, the batch size to warm up.
         seconds = await asyncio.to_thread(warm_up, generator, generator.max_batch)
-        model = self._make_model(name, generator)
-        replaced = name in self.registry
+        model = self._make_model(name, generator, version)
+        replaced = version in self.registry.versions(name)
         await self.registry.add(model)
         if replaced:
             release_memory()
-        self._reasons.pop(name, None)
-        self._failed.pop(name, None)
-        self._loaded[name] = contents
+        self._reasons.pop((name, version), None)
+        self._failed.pop((name, version), None)
+        self._loaded[(name, version)] = contents
         if self._metrics is not None:
             self._metrics.observe_load(name, ok=True)
-        logger.info("loaded model %r from %s (warm-up %.0f ms)", name, directory, seconds * 1000)
+        logger.info("loaded model %s from %s (warm-up %.0f ms)", shown, directory, seconds * 1000)
         return model
 
+    async def _sync(self, name: str, on_disk: dict[str, Path], force: bool,
+                    pending: Iterable[str] = ()) -> dict[str, list[str]]:
+        """Serve exactly the versions of ``name`` its policy selects (call under the guard).
+
+        Args:
+            name: the model.
+            on_disk: ``{version: package directory}`` found now.
+            force: reload every selected version (explicit load); else load only versions that
+                are new or whose files changed, and skip contents that already failed (poll).
+            pending: served versions missing from disk for too short a time to unload.
+
+        Returns:
+            ``{"loaded", "reloaded", "unloaded", "failed"}`` lists of versions.
+        """
+        done: dict[str, list[str]] = {"loaded": [], "reloaded": [], "unloaded": [], "failed": []}
+        # Off the event loop: these read the disk.
+        policy = await asyncio.to_thread(self.policy, name)
+        contents = await asyncio.to_thread(lambda: {version: fingerprint(path) for version, path in on_disk.items()})
+        attempted: set[str] = set()
+        while True:
+            served = self.registry.versions(name)
+
+            def usable(version: str) -> bool:
+                # A version whose current files failed is passed over unless it still serves
+                # (its older files then keep serving).
+                failed = (version in attempted and version in done["failed"]) or \
+                    (not force and self._failed.get((name, version)) == contents.get(version))
+                return version in served or not failed
+
+            wanted = policy.select(v for v in (*on_disk, *pending) if usable(v))
+            todo = [v for v in wanted if v in on_disk and v not in attempted
+                    and (force or v not in served or self._loaded.get((name, v)) != contents[v])
+                    and (force or self._failed.get((name, v)) != contents[v])]
+            if not todo:
+                break
+            for version in sorted(todo, key=version_key, reverse=True):
+                attempted.add(version)
+                was_served = version in self.registry.versions(name)
+                try:
+                    await self._load_version(name, version, on_disk[version])
+                except PackageError:
+                    done["failed"].append(version)
+                    continue
+                done["reloaded" if was_served else "loaded"].append(version)
+        for version in self.registry.versions(name):
+            if version not in wanted:
+                await self.registry.remove(name, version)
+                self._loaded.pop((name, version), None)
+                self._missing.pop((name, version), None)
+                reason = (f"not selected by the version policy {policy}" if version in on_disk
+                          else "removed from the models directory")
+                self._reasons[(name, version)] = reason
+                done["unloaded"].append(version)
+                logger.info("unloaded model %r version %s: %s", name, version, reason)
+        if done["unloaded"]:
+            release_memory()
+        return done
+
     async def unload(self, name: str) -> None:
-        """Stop serving ``name`` after its queued work has run.
+        """Stop serving every version of ``name`` after their queued work has run.
 
         Raises:
             NoRepositoryError: no models directory.
@@ -245,58 +388,59 @@ class ModelRepository:
         if self.directory is None or self.model_control == "none":
             self._check_name(name)  # raises NoRepositoryError
         async with self._guard():
-            await self.registry.remove(name)
-            self._reasons[name] = "unloaded"
-            self._loaded.pop(name, None)
+            removed = await self.registry.remove(name)
+            for model in removed:
+                self._reasons[(name, model.version)] = "unloaded"
+                self._loaded.pop((name, model.version), None)
             release_memory()
-            logger.info("unloaded model %r", name)
+            logger.info("unloaded model %r (version(s) %s)", name, ", ".join(m.version for m in removed))
 
     # -- polling -------------------------------------------------------------------------------
     async def poll_once(self) -> dict[str, list[str]]:
         """Bring the served models in line with the directory once (``--model-control poll``).
 
-        New packages are loaded, packages whose files changed are reloaded (the old model keeps
-        serving until the new one is loaded, verified and warmed up; a package that fails keeps
-        the old one serving and is retried when its files change again), removed packages are
-        unloaded once missing in two scans in a row. A half-copied package fails verification and
-        is picked up once complete.
+        Per model, the versions its policy selects are served: new versions are loaded, versions
+        whose files changed are reloaded (the old one keeps serving until the new one is loaded,
+        verified and warmed up; a version that fails keeps the old one serving, or for a new
+        version the ones served before, and is retried when its files change again), versions no
+        longer selected are unloaded once the selected ones serve, removed versions are unloaded
+        once missing in two scans in a row. A half-copied package fails verification and is
+        picked up once complete.
 
         Returns:
-            ``{"loaded": [...], "reloaded": [...], "unloaded": [...], "failed": [...]}``.
+            ``{"loaded": [...], "reloaded": [...], "unloaded": [...], "failed": [...]}`` of
+            ``NAME`` (flat packages) or ``NAME/VERSION`` entries.
         """
         done: dict[str, list[str]] = {"loaded": [], "reloaded": [], "unloaded": [], "failed": []}
         if self.directory is None or self._load_generator is None:
             return done
         packages = await asyncio.to_thread(self.packages)
-        for name, directory in packages.items():
-            contents = await asyncio.to_thread(fingerprint, directory)
-            if self._loaded.get(name) == contents or self._failed.get(name) == contents:
-                continue
-            served = name in self.registry
-            async with self._guard():
-                try:
-                    await self._load(name, directory)
-                except PackageError:
-                    done["failed"].append(name)
+        names = set(packages) | {name for name, _ in self._loaded}
+        for name in sorted(names):
+            on_disk = packages.get(name, {})
+            flat = set(on_disk) <= {FLAT_VERSION} and set(self.registry.versions(name)) <= {FLAT_VERSION}
+            label = (lambda v: name) if flat else (lambda v: f"{name}/{v}")
+            for key in [k for k in self._missing if k[0] == name and k[1] in on_disk]:
+                del self._missing[key]
+            gone, pending = [], []
+            for key in [k for k in self._loaded if k[0] == name and k[1] not in on_disk]:
+                # Gone in two scans in a row: a package being replaced by renames (ganport export
+                # --force moves the old one away, then the new one in) is not unloaded in between.
+                self._missing[key] = self._missing.get(key, 0) + 1
+                if self._missing[key] < 2:
+                    pending.append(key[1])
                     continue
-            done["reloaded" if served else "loaded"].append(name)
-        for name in list(self._missing):
-            if name in packages:
-                del self._missing[name]
-        for name in [n for n in self._loaded if n not in packages]:
-            # Gone in two scans in a row: a package being replaced by renames (ganport export
-            # --force moves the old one away, then the new one in) is not unloaded in between.
-            self._missing[name] = self._missing.get(name, 0) + 1
-            if self._missing[name] < 2:
-                continue
-            del self._missing[name]
-            if name in self.registry:
-                async with self._guard():
-                    await self.registry.remove(name)
-                    self._reasons[name] = "removed from the models directory"
-                    release_memory()
-                done["unloaded"].append(name)
-            self._loaded.pop(name, None)
+                del self._missing[key]
+                self._loaded.pop(key, None)
+                gone.append(key[1])
+            async with self._guard():
+                # Versions gone from disk are left out of the selection: the policy's next choice
+                # loads first, then they are unloaded, so the model never has no version.
+                changes = await self._sync(name, on_disk, force=False, pending=pending)
+            for version in gone:
+                self._reasons.pop((name, version), None)  # not on disk: not listed any more
+            for kind, versions in changes.items():
+                done[kind].extend(label(v) for v in versions)
         if any(done.values()):
             logger.info("model poll: %s", ", ".join(f"{k} {', '.join(v)}" for k, v in done.items() if v))
         return done

@@ -4,7 +4,7 @@ A Starlette ASGI app served by uvicorn as a task on the gRPC server's event loop
 share the batchers (requests from both merge into the same model calls). It only translates HTTP
 to the shared core and back:
 
-* KServe v2 REST (``/v2/...``): :mod:`.inference` (find_model, tensor bounds, infer, metadata,
+* KServe v2 REST (``/v2/...``): :mod:`.inference` (tensor bounds, infer, metadata,
   config, statistics), with Triton's binary tensor extension (``Inference-Header-Content-Length``)
   so an unmodified ``tritonclient.http`` client works;
 * PNG endpoints (``/v1/models/...``): the :class:`~.servicer.GeneratorServicer` methods
@@ -275,11 +275,15 @@ class RestApp:
             Route("/v2/repository/models/{name}/load", e("RepositoryModelLoad", self.load), methods=["POST"]),
             Route("/v2/repository/models/{name}/unload", e("RepositoryModelUnload", self.unload), methods=["POST"]),
             Route("/v1/models", e("ListModels", self.list_models), methods=["GET"]),
-            Route("/v1/models/{name}", e("GetModel", self.get_model), methods=["GET"]),
-            Route("/v1/models/{name}/generate.png", e("Generate", self.generate_png), methods=["GET"]),
-            Route("/v1/models/{name}/render.png", e("RenderWord", self.render_png), methods=["GET"]),
-            Route("/v1/models/{name}/decode.png", e("Decode", self.decode_png), methods=["POST"]),
         ]
+        # Each model route also exists under .../versions/{version}/ (absent: the default version).
+        for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
+            routes += [
+                Route(prefix, e("GetModel", self.get_model), methods=["GET"]),
+                Route(prefix + "/generate.png", e("Generate", self.generate_png), methods=["GET"]),
+                Route(prefix + "/render.png", e("RenderWord", self.render_png), methods=["GET"]),
+                Route(prefix + "/decode.png", e("Decode", self.decode_png), methods=["POST"]),
+            ]
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             routes += [
                 Route(prefix, e("ModelMetadata", self.model_metadata), methods=["GET"]),
@@ -355,11 +359,11 @@ class RestApp:
 
     # -- KServe v2: models ---------------------------------------------------------------------
     def _model(self, request: Request):
-        return inference.find_model(self.models, request.path_params["name"],
-                                    request.path_params.get("version", ""))
+        return self.models.get_model(request.path_params["name"], request.path_params.get("version"))
 
     async def model_metadata(self, request: Request, context: _HttpContext) -> Response:
-        return _json(inference.model_metadata(self._model(request)))
+        model = self._model(request)
+        return _json(inference.model_metadata(model, list(self.models.versions(model.name))))
 
     async def model_ready(self, request: Request, context: _HttpContext) -> Response:
         # tritonclient.http's is_model_ready is "status == 200": not ready must not be 200.
@@ -368,7 +372,9 @@ class RestApp:
         return _json({"name": model.name, "ready": ready}, 200 if ready else 503)
 
     async def model_config(self, request: Request, context: _HttpContext) -> Response:
-        return _json(inference.model_config(self._model(request)))
+        model = self._model(request)
+        policy = self.repository.policy(model.name) if self.repository is not None else None
+        return _json(inference.model_config(model, policy))
 
     async def statistics(self, request: Request, context: _HttpContext) -> Response:
         return _json({"model_stats": inference.models_statistics(self.models, self.metrics,
@@ -391,7 +397,11 @@ class RestApp:
         """Validate a load/unload body: empty or ``{}`` (no config overrides or model files)."""
         if context.body.strip():
             options = _object(_parse_json(context.body), "the request body")
-            if options.get("parameters"):
+            parameters = options.get("parameters") or {}
+            if isinstance(parameters, dict) and parameters.get("unload_dependents") is False:
+                # What tritonclient.http's unload_model sends by default: nothing to do.
+                parameters = {k: v for k, v in parameters.items() if k != "unload_dependents"}
+            if parameters:
                 raise InvalidInputError("load/unload parameters (config overrides, model files, "
                                         "unload_dependents) are not supported: packages load from the "
                                         "served directory as they are")
@@ -435,7 +445,7 @@ class RestApp:
                 hint="send fewer rows per request" + ("" if binary_out else " or ask for binary output"))
         images = await inference.infer(model, tensors, self.limits, context)
         described: dict[str, Any] = {"name": inference.OUTPUT, "datatype": "FP32", "shape": list(images.shape)}
-        response: dict[str, Any] = {"model_name": model.name, "model_version": inference.MODEL_VERSION,
+        response: dict[str, Any] = {"model_name": model.name, "model_version": model.version,
                                     "outputs": [described]}
         request_id = payload.get("id")
         if isinstance(request_id, str) and request_id:
@@ -549,8 +559,13 @@ class RestApp:
         return _json([self._info(m) for m in reply.models])
 
     async def get_model(self, request: Request, context: _HttpContext) -> Response:
-        reply = await self.servicer.GetModel(pb.GetModelRequest(model=request.path_params["name"]), context)
+        reply = await self.servicer.GetModel(pb.GetModelRequest(**self._target(request)), context)
         return _json(self._info(reply))
+
+    @staticmethod
+    def _target(request: Request) -> dict[str, str]:
+        """The request message's ``model`` and ``version`` fields from the URL."""
+        return {"model": request.path_params["name"], "version": request.path_params.get("version", "")}
 
     @staticmethod
     def _info(message: pb.ModelInfo) -> dict[str, Any]:
@@ -587,10 +602,11 @@ class RestApp:
         nrow = _query_int(request, "nrow", None, 1, count)
         labels = self._labels(request.query_params.getlist("label"))
         reply = await self.servicer.Generate(pb.GenerateRequest(
-            model=request.path_params["name"], count=count, labels=labels, encoding=pb.IMAGE_ENCODING_RAW_UINT8,
+            **self._target(request), count=count, labels=labels, encoding=pb.IMAGE_ENCODING_RAW_UINT8,
             **self._seed(request)), context)
         png = await self._grid_png(codec.batch_to_array(reply.images), nrow)
-        return _png_response(png, {"X-Ganport-Seed": str(reply.seed), "X-Ganport-Labels": _labels_header(reply.labels)})
+        return _png_response(png, {"X-Ganport-Seed": str(reply.seed), "X-Ganport-Labels": _labels_header(reply.labels),
+                                   "X-Ganport-Version": reply.version})
 
     async def render_png(self, request: Request, context: _HttpContext) -> Response:
         text = request.query_params.get("text")
@@ -607,10 +623,11 @@ class RestApp:
         if spacing is not None:
             options["spacing"] = max(-2 ** 31, min(spacing, 2 ** 31 - 1))
         reply = await self.servicer.RenderWord(pb.RenderWordRequest(
-            model=request.path_params["name"], text=text, noise=_NOISE[noise],  # encoding: PNG, the default
+            **self._target(request), text=text, noise=_NOISE[noise],  # encoding: PNG, the default
             **options, **self._seed(request)), context)
         return _png_response(reply.image.png[0], {"X-Ganport-Seed": str(reply.seed),
-                                                  "X-Ganport-Labels": _labels_header(reply.labels)})
+                                                  "X-Ganport-Labels": _labels_header(reply.labels),
+                                                  "X-Ganport-Version": reply.version})
 
     async def decode_png(self, request: Request, context: _HttpContext) -> Response:
         body = context.body
@@ -640,10 +657,11 @@ class RestApp:
         if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, int) or not 1 <= nrow <= len(z)):
             raise InvalidInputError(f"'nrow' must be an integer in 1..{len(z)}, got {nrow!r}")
         reply = await self.servicer.Decode(pb.DecodeRequest(
-            model=request.path_params["name"], latents=codec.array_to_tensor(z), labels=self._labels(labels),
+            **self._target(request), latents=codec.array_to_tensor(z), labels=self._labels(labels),
             encoding=pb.IMAGE_ENCODING_RAW_UINT8), context)
         png = await self._grid_png(codec.batch_to_array(reply.images), nrow)
-        return _png_response(png, {"X-Ganport-Labels": _labels_header(reply.labels)})
+        return _png_response(png, {"X-Ganport-Labels": _labels_header(reply.labels),
+                                   "X-Ganport-Version": reply.version})
 
 
 # -------------------------------------------------------------------------------------- serving

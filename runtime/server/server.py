@@ -53,7 +53,9 @@ from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
-from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, warm_up
+from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, warm_up
+from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
+                                                parse_policy, policy_from_config, scan)
 from ganport.runtime.server.rpc import CallGuard, add_service
 from ganport.runtime.server.servicer import (MIB, GeneratorServicer, Limits, ModelRegistry,
                                              ServedModel)
@@ -68,26 +70,40 @@ ModelsArg = Union[str, Path, Mapping[str, Any], Iterable[Any]]
 TLSArg = Union[grpc.ServerCredentials, tuple]
 
 
-def find_packages(path: Union[str, Path]) -> dict[str, Path]:
-    """Model packages to serve: ``path`` itself if it is one, else each subdirectory that is one.
+def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAULT_POLICY,
+                  model_name: Optional[str] = None) -> dict[str, dict[str, Path]]:
+    """Model packages to serve: ``path`` itself if it is one, else each model folder under it (a
+    package, or version folders ``1/``, ``2/`` ... of packages, see :mod:`.versions`), with the
+    versions the model's policy selects (its ``config.pbtxt`` ``version_policy``, else
+    ``version_policy``).
+
+    Args:
+        path: a package, a model folder (version folders only) or a folder of model folders.
+        version_policy: the policy of models whose ``config.pbtxt`` sets none.
+        model_name: the name to serve ``path`` under when it is one model (default: its folder name).
 
     Returns:
-        ``{name: directory}`` sorted by name; the name is the directory name.
+        ``{name: {version: directory}}`` sorted by name then version; the name is the folder name.
 
     Raises:
         PackageError: nothing servable at ``path``.
+        InvalidInputError: a model's ``config.pbtxt`` has an invalid version policy, or
+            ``model_name`` is given for a folder of several models.
     """
     path = Path(path)
     if not path.is_dir():
         raise PackageError(f"{path} is not a directory", hint="pass a model package or a folder of packages")
-    if (path / MANIFEST_NAME).is_file():
-        return {path.resolve().name: path}
-    found = {child.name: child for child in sorted(path.iterdir())
-             if child.is_dir() and (child / MANIFEST_NAME).is_file()}
+    found = scan(path, model_name)
     if not found:
-        raise PackageError(f"no model package in {path}: neither it nor any subdirectory has a {MANIFEST_NAME}",
+        raise PackageError(f"no model package in {path}: neither it nor any subdirectory (or its version "
+                           f"folders 1/, 2/ ...) has a {MANIFEST_NAME}",
                            hint="export one with `ganport export CHECKPOINT -o DIR`")
-    return found
+    selected = {}
+    for name, versions in found.items():
+        config = config_path(path, name)
+        policy = (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
+        selected[name] = {v: versions[v] for v in policy.select(versions)}
+    return selected
 
 
 def default_threads(n_models: int) -> int:
@@ -101,29 +117,34 @@ def default_threads(n_models: int) -> int:
 
 
 def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device: str = "cpu",
-                threads: Optional[int] = None, max_batch: int = 64) -> dict[str, Any]:
+                threads: Optional[int] = None, max_batch: int = 64,
+                version_policy: VersionPolicy = DEFAULT_POLICY,
+                model_name: Optional[str] = None) -> dict[str, dict[str, Any]]:
     """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator`` for serving.
 
     onnxruntime sessions are opened with intra-op spinning off (idle threads sleep instead of
     busy-waiting between batches) and ``threads`` intra-op threads (default
-    :func:`default_threads`).
+    :func:`default_threads` of the number of versions served).
 
     Returns:
-        ``{name: Generator}``.
+        ``{name: {version: Generator}}``.
     """
     from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
 
-    packages = find_packages(path)
-    threads = threads or default_threads(len(packages))
-    return {name: Generator.load(directory, backend=backend, device=device, threads=threads,
-                                 max_batch=max_batch, spin=False)
-            for name, directory in packages.items()}
+    packages = find_packages(path, version_policy, model_name)
+    threads = threads or default_threads(sum(len(v) for v in packages.values()))
+    return {name: {version: Generator.load(directory, backend=backend, device=device, threads=threads,
+                                           max_batch=max_batch, spin=False)
+                   for version, directory in versions.items()}
+            for name, versions in packages.items()}
 
 
-def _as_generators(models: ModelsArg, **load_options) -> dict[str, Any]:
-    """Accept a directory, a ``{name: Generator}`` mapping or an iterable of Generators."""
+def _as_generators(models: ModelsArg, version_policy: VersionPolicy = DEFAULT_POLICY,
+                   model_name: Optional[str] = None, **load_options) -> dict[str, dict[str, Any]]:
+    """Accept a directory, a ``{name: Generator}`` mapping or an iterable of Generators;
+    returns ``{name: {version: Generator}}`` (version "1" for Generator objects)."""
     if isinstance(models, (str, Path)):
-        return load_models(models, **load_options)
+        return load_models(models, version_policy=version_policy, model_name=model_name, **load_options)
     if isinstance(models, Mapping):
         generators = dict(models)
     else:
@@ -134,7 +155,7 @@ def _as_generators(models: ModelsArg, **load_options) -> dict[str, Any]:
             generators[gen.info.name] = gen
     if not generators:
         raise GanportError("no models to serve")
-    return generators
+    return {name: {FLAT_VERSION: gen} for name, gen in generators.items()}
 
 
 def _reflection_pool(kserve: bool) -> descriptor_pool.DescriptorPool:
@@ -369,14 +390,17 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
                   workers: int = 4, kserve: bool = True, model_control: str = DEFAULT_MODEL_CONTROL,
                   poll_seconds: float = 2.0, cache_mb: float = 0.0, http_port: Optional[int] = None,
-                  http_host: Optional[str] = None) -> tuple[GanportServer, int]:
+                  http_host: Optional[str] = None,
+                  version_policy: Union[str, VersionPolicy] = DEFAULT_POLICY,
+                  model_name: Optional[str] = None) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
         address: ``host:port``; port 0 binds a free port (returned).
         models: a models directory or single package (loaded with ``backend``/``device``/
-            ``threads``, see :func:`load_models`), a ``{name: Generator}`` mapping, or an iterable
-            of Generators (served under ``info.name``).
+            ``threads``, see :func:`load_models`; version folders ``NAME/1/``, ``NAME/2/`` ... as
+            in Triton, see :mod:`.versions`), a ``{name: Generator}`` mapping, or an iterable of
+            Generators (served under ``info.name`` as version "1").
         backend, device, threads: how to load packages from a directory (threads: intra-op
             threads per model, default :func:`default_threads`).
         max_batch: most images per model call (requests are merged up to it, big ones split).
@@ -404,6 +428,13 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             PNG endpoints and the web page (:mod:`.rest`), with the same models, batchers, limits
             (request bodies up to the receive limit), token and TLS (same cert/key) as gRPC.
         http_host: interface for the HTTP port (default: the host of ``address``).
+        version_policy: which versions of a model in version folders are served when its
+            ``config.pbtxt`` sets no ``version_policy``: ``latest:N`` (default ``latest:1``),
+            ``all`` or ``specific:V1,V2`` (:data:`~.versions.POLICIES`), or a
+            :class:`~.versions.VersionPolicy`.
+        model_name: serve ``models`` under this name when it is one model (a package or a folder
+            of version folders); default: the folder's name. KServe mounts a model at
+            ``/mnt/models`` and calls it by the InferenceService's name.
 
     Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
     served, so health turns SERVING only when the first user call will be fast.
@@ -424,21 +455,30 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         raise GanportError(f"cache_mb must be >= 0, got {cache_mb}")
     if poll_seconds <= 0:
         raise GanportError(f"poll_seconds must be > 0, got {poll_seconds}")
-    generators = _as_generators(models, backend=backend, device=device, threads=threads, max_batch=max_batch)
-    for name, gen in generators.items():
-        logger.info("warmed up model %r in %.0f ms", name, warm_up(gen, max_batch) * 1000)
+    policy = version_policy if isinstance(version_policy, VersionPolicy) else parse_policy(version_policy)
+    if model_name is not None and not isinstance(models, (str, Path)):
+        raise GanportError("model_name applies to a models directory only")
+    if model_name is not None:
+        check_model_name(model_name)
+    generators = _as_generators(models, policy, model_name, backend=backend, device=device, threads=threads,
+                                max_batch=max_batch)
+    for name, versions in generators.items():
+        for version, gen in versions.items():
+            logger.info("warmed up model %r version %s in %.0f ms", name, version, warm_up(gen, max_batch) * 1000)
     metrics = Metrics()
 
-    def make_model(name: str, gen: Any) -> ServedModel:
+    def make_model(name: str, gen: Any, version: str = FLAT_VERSION) -> ServedModel:
+        # Metrics are labelled by model name only (every version together): bounded cardinality.
         return ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
                                                      max_delay_ms=max_delay_ms, max_queue=max_queue,
-                                                     metrics=metrics))
+                                                     metrics=metrics), version)
 
-    registry = ModelRegistry({name: make_model(name, gen) for name, gen in generators.items()})
+    registry = ModelRegistry([make_model(name, gen, version) for name, versions in generators.items()
+                              for version, gen in versions.items()])
     repository = ModelRepository(registry)
     if isinstance(models, (str, Path)):
         # Packages loaded later (KServe RepositoryModelLoad) open exactly as the first ones did.
-        load_threads = threads or default_threads(len(generators))
+        load_threads = threads or default_threads(len(registry.served()))
 
         def load_generator(directory: Path) -> Any:
             from ganport.runtime.generator import Generator
@@ -446,10 +486,11 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             return Generator.load(directory, backend=backend, device=device, threads=load_threads,
                                   max_batch=max_batch, spin=False)
 
-        repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control, metrics)
+        repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control, metrics,
+                                     version_policy=policy, model_name=model_name)
     cache = ResponseCache(int(cache_mb * MIB), metrics)
     # One servicer for gRPC and the REST PNG endpoints: same validation, limits and cache.
-    generator_servicer = GeneratorServicer(registry, limits, cache)
+    generator_servicer = GeneratorServicer(registry, limits, cache, repository)
     guard = CallGuard(token, metrics, model_names=lambda: registry.keys())
     executor = ThreadPoolExecutor(workers, thread_name_prefix="ganport-work")
     runner = _LoopThread()
@@ -557,5 +598,5 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         # The REST /v2/repository routes use the server's model repository (load/unload/index).
         http_app.repository = repository
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
-                ", ".join(f"{m.name} [{m.backend}/{m.device}]" for m in registry.values()))
+                ", ".join(f"{m.name} v{m.version} [{m.backend}/{m.device}]" for m in registry.served()))
     return server, port

@@ -20,7 +20,7 @@ import math
 import secrets
 from dataclasses import dataclass
 import itertools
-from typing import Any, AsyncIterator, Callable, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Optional
 
 from ganport.extras import require
 
@@ -75,16 +75,18 @@ class Limits:
 
 
 class ServedModel:
-    """One served model: its :class:`Generator`, its batcher, and how it runs.
+    """One served model version: its :class:`Generator`, its batcher, and how it runs.
 
     Args:
         name: name it is served under.
         generator: the loaded :class:`~ganport.runtime.Generator`.
         batcher: the model's :class:`DynamicBatcher` (wrapping ``generator.run_prepared``).
+        version: the version it is served as (a version folder's name; "1" for a flat package).
     """
 
-    def __init__(self, name: str, generator: Any, batcher: DynamicBatcher):
+    def __init__(self, name: str, generator: Any, batcher: DynamicBatcher, version: str = "1"):
         self.name = name
+        self.version = str(version)
         self.generator = generator
         self.batcher = batcher
         #: Distinct for every ServedModel ever made: (re)loading a model gives it a new one, so
@@ -122,75 +124,128 @@ class ServedModel:
         return self.batcher.submit(z, labels, timeout=timeout)
 
 
-class ModelRegistry(Mapping[str, ServedModel]):
-    """The served models by name.
+def _version_key(version: str) -> tuple:
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
-    Reading is a plain mapping, safe from any thread. Models are added and removed only on the
-    server's event loop (:meth:`add`, :meth:`remove`), copy-on-write: a lookup sees the old or
-    the new mapping, never a half-changed one, and a call that already holds a model finishes
-    with it. A removed model answers NOT_FOUND to calls that arrive afterwards.
+
+class ModelRegistry(Mapping[str, ServedModel]):
+    """The served models by name, each with one or more served versions.
+
+    As a mapping, ``registry[name]`` is the model's default version, its highest served one.
+    :meth:`get_model` resolves ``(name, version)`` for every API. Reading is safe from any
+    thread. Models are added and removed only on the server's event loop (:meth:`add`,
+    :meth:`remove`), copy-on-write: a lookup sees the old or the new state, never a half-changed
+    one, and a call that already holds a model finishes with it. A removed model (or version)
+    answers NOT_FOUND to calls that arrive afterwards.
+
+    Args:
+        models: ``{name: ServedModel}`` or an iterable of ServedModels (several versions of a
+            name allowed).
     """
 
-    def __init__(self, models: Mapping[str, ServedModel]):
-        self._models = dict(sorted(models.items()))
-        #: Called with a model name whenever that name's model is replaced or removed.
+    def __init__(self, models: Mapping[str, ServedModel] | Iterable[ServedModel] = ()):
+        served = list(models.values()) if isinstance(models, Mapping) else list(models)
+        versions: dict[str, dict[str, ServedModel]] = {}
+        for model in served:
+            versions.setdefault(model.name, {})[model.version] = model
+        self._set(versions)
+        #: Called with a model name whenever a version of it is added, replaced or removed.
         self.listeners: list[Callable[[str], None]] = []
+
+    def _set(self, versions: dict[str, dict[str, ServedModel]]) -> None:
+        ordered = {name: dict(sorted(by_version.items(), key=lambda item: _version_key(item[0])))
+                   for name, by_version in sorted(versions.items()) if by_version}
+        # One assignment: readers on other threads see the old or the new state.
+        self._state = (ordered, {name: list(by_version.values())[-1] for name, by_version in ordered.items()})
 
     def _changed(self, name: str) -> None:
         for listener in self.listeners:
             listener(name)
 
     def __getitem__(self, name: str) -> ServedModel:
-        return self._models[name]
+        return self._state[1][name]
 
     def __iter__(self):
-        return iter(self._models)
+        return iter(self._state[1])
 
     def __len__(self) -> int:
-        return len(self._models)
+        return len(self._state[1])
+
+    def versions(self, name: str) -> dict[str, ServedModel]:
+        """``{version: ServedModel}`` of ``name`` in increasing version order (empty if not served)."""
+        return dict(self._state[0].get(name, {}))
+
+    def served(self) -> list[ServedModel]:
+        """Every served version of every model, by name then version."""
+        return [model for by_version in self._state[0].values() for model in by_version.values()]
 
     async def add(self, model: ServedModel) -> None:
-        """Serve ``model`` under ``model.name``; a model already served under that name is
-        replaced at once (new calls go to the new one) and its queued work drains."""
-        old = self._models.get(model.name)
-        self._models = dict(sorted({**self._models, model.name: model}.items()))
+        """Serve ``model`` as version ``model.version`` of ``model.name``; a model already served
+        as that version is replaced at once (new calls go to the new one) and its queued work
+        drains."""
+        versions = {name: dict(by_version) for name, by_version in self._state[0].items()}
+        old = versions.setdefault(model.name, {}).get(model.version)
+        versions[model.name][model.version] = model
+        self._set(versions)
         self._changed(model.name)
         if old is not None and old is not model:
             await old.batcher.close(drain=True)
 
-    async def remove(self, name: str) -> ServedModel:
-        """Stop serving ``name``: new calls get NOT_FOUND at once; returns after its queued work ran.
+    async def remove(self, name: str, version: Optional[str] = None) -> list[ServedModel]:
+        """Stop serving ``version`` of ``name`` (every version when None): new calls get
+        NOT_FOUND at once; returns the removed models after their queued work ran.
 
         Raises:
-            ModelNotFoundError: ``name`` is not served.
+            ModelNotFoundError: ``name`` (or that version of it) is not served.
         """
-        model = self.get_model(name)
-        self._models = {key: value for key, value in self._models.items() if key != name}
+        removed = [self.get_model(name, version)] if version else list(self.versions(name).values())
+        if not removed:
+            self.get_model(name)  # raises, naming the served models
+        versions = {key: dict(value) for key, value in self._state[0].items()}
+        for model in removed:
+            versions[name].pop(model.version, None)
+        self._set(versions)
         self._changed(name)
-        await model.batcher.close(drain=True)
-        return model
+        for model in removed:
+            await model.batcher.close(drain=True)
+        return removed
 
-    def get_model(self, name: str) -> ServedModel:
-        """The model served as ``name``.
+    def get_model(self, name: str, version: Optional[str] = None) -> ServedModel:
+        """The served model ``name`` at ``version`` (None or "": its default, the highest served
+        version). Every API resolves its model here.
 
         Raises:
-            ModelNotFoundError: naming the served models.
+            ModelNotFoundError: no such model (naming the served models) or no such version
+                (naming the served versions).
         """
-        model = self._models.get(name)
-        if model is None:
-            served = ", ".join(self._models) or "none"
-            shown = repr(name) if name else "(empty name)"
+        by_version = self._state[0].get(name)
+        if not by_version:
+            served = ", ".join(self._state[1]) or "none"
+            shown = repr(name[:200]) if name else "(empty name)"
             raise ModelNotFoundError(f"model {shown} is not served here; served models: {served}")
+        if not version:
+            return list(by_version.values())[-1]
+        model = by_version.get(version)
+        if model is None:
+            raise ModelNotFoundError(f"model {name!r} has no version {version[:40]!r} served here; served "
+                                     f"versions: {', '.join(by_version)}")
         return model
 
     async def close(self, drain: bool = True) -> None:
         """Close every batcher (running queued work first when ``drain``)."""
-        for model in self._models.values():
+        for model in self.served():
             await model.batcher.close(drain=drain)
 
 
-def model_info_message(model: ServedModel, limits: Limits) -> pb.ModelInfo:
-    """The wire ``ModelInfo`` for one served model."""
+def model_info_message(model: ServedModel, limits: Limits,
+                       versions: Iterable[Mapping[str, str]] = ()) -> pb.ModelInfo:
+    """The wire ``ModelInfo`` for one served model version.
+
+    Args:
+        model: the version described.
+        limits: the server's request limits.
+        versions: every version of the model as ``{"version", "state", "reason"}``.
+    """
     info = model.info
     return pb.ModelInfo(
         name=model.name, kind=info.kind, latent_dim=info.latent_dim, n_classes=info.n_classes,
@@ -199,7 +254,8 @@ def model_info_message(model: ServedModel, limits: Limits) -> pb.ModelInfo:
         has_encoder=info.has_encoder, dataset=info.dataset, backend=model.backend, device=model.device,
         max_batch=model.batcher.max_batch, max_count=limits.max_count,
         max_stream_count=limits.max_stream_count, max_text_length=limits.max_text_length,
-        manifest_json=json.dumps(info.to_dict(), sort_keys=True),
+        manifest_json=json.dumps(info.to_dict(), sort_keys=True), version=model.version,
+        versions=[pb.ModelVersion(version=v["version"], state=v["state"], reason=v["reason"]) for v in versions],
     )
 
 
@@ -272,9 +328,13 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         limits: request limits.
     """
 
-    def __init__(self, models: ModelRegistry, limits: Limits, cache: Optional[ResponseCache] = None):
+    def __init__(self, models: ModelRegistry, limits: Limits, cache: Optional[ResponseCache] = None,
+                 repository: Any = None):
         self.models = models
         self.limits = limits
+        #: The :class:`~.repository.ModelRepository` (the state of versions that are not served),
+        #: or None: only the served versions are reported.
+        self.repository = repository
         self.cache = cache if cache is not None else ResponseCache(0)
         models.listeners.append(self.cache.drop_model)
 
@@ -312,21 +372,29 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         return count, encoding, seed, z, labels
 
     # -- RPCs ----------------------------------------------------------------------------------
+    def _versions(self, name: str) -> list[dict[str, str]]:
+        """Every version of ``name`` with its state (READY/UNAVAILABLE) and reason."""
+        if self.repository is not None:
+            return self.repository.versions(name)
+        return [{"version": v, "state": "READY", "reason": ""} for v in self.models.versions(name)]
+
     async def ListModels(self, request, context):
-        return pb.ListModelsResponse(models=[model_info_message(m, self.limits) for m in self.models.values()])
+        return pb.ListModelsResponse(models=[model_info_message(m, self.limits, self._versions(m.name))
+                                             for m in self.models.values()])
 
     async def GetModel(self, request, context):
-        return model_info_message(self.models.get_model(request.model), self.limits)
+        model = self.models.get_model(request.model, request.version)
+        return model_info_message(model, self.limits, self._versions(model.name))
 
     async def Generate(self, request, context):
-        model = self.models.get_model(request.model)
+        model = self.models.get_model(request.model, request.version)
         key = self._cache_key(model, "Generate", request) if request.HasField("seed") else None
         if key is not None and (cached := self.cache.get(key)) is not None:
             return cached
         count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_count)
         self._check_response_estimate(model, count, encoding)
         images = await model.run(z, labels, context)
-        response = pb.GenerateResponse(model=model.name, seed=seed,
+        response = pb.GenerateResponse(model=model.name, version=model.version, seed=seed,
                                        labels=[] if labels is None else labels.tolist(),
                                        images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "use GenerateStream or a smaller count")
@@ -335,7 +403,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         return response
 
     async def GenerateStream(self, request, context) -> AsyncIterator[pb.GenerateChunk]:
-        model = self.models.get_model(request.model)
+        model = self.models.get_model(request.model, request.version)
         count, encoding, seed, z, labels = self._prepare_generate(model, request, self.limits.max_stream_count)
         if request.chunk_size < 0:
             raise InvalidInputError(f"chunk_size must be >= 0, got {request.chunk_size}")
@@ -360,7 +428,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                 images = await pending
                 pending = submit(starts[index + 1]) if index + 1 < len(starts) else None
                 stop = start + len(images)
-                yield pb.GenerateChunk(model=model.name, seed=seed, offset=start, total=count,
+                yield pb.GenerateChunk(model=model.name, version=model.version, seed=seed, offset=start, total=count,
                                        labels=[] if labels is None else labels[start:stop].tolist(),
                                        images=await self._pack(model, images, encoding))
         finally:
@@ -368,7 +436,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
                 model.batcher.cancel(pending)
 
     async def Decode(self, request, context):
-        model = self.models.get_model(request.model)
+        model = self.models.get_model(request.model, request.version)
         key = self._cache_key(model, "Decode", request)
         if key is not None and (cached := self.cache.get(key)) is not None:
             return cached
@@ -379,7 +447,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         labels = model.generator.resolve_labels(labels_from_message(request.labels, len(z)), len(z))
         self._check_response_estimate(model, len(z), encoding)
         images = await model.run(z, labels, context)
-        response = pb.DecodeResponse(model=model.name, labels=[] if labels is None else labels.tolist(),
+        response = pb.DecodeResponse(model=model.name, version=model.version,
+                                     labels=[] if labels is None else labels.tolist(),
                                      images=await self._pack(model, images, encoding))
         check_size(response, self.limits.max_send_bytes, "decode fewer latents per call")
         if key is not None:
@@ -387,7 +456,7 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         return response
 
     async def Encode(self, request, context):
-        model = self.models.get_model(request.model)
+        model = self.models.get_model(request.model, request.version)
         if not model.info.has_encoder:
             raise UnsupportedError(f"model {model.name!r} (kind {model.info.kind}) has no encoder: "
                                    f"Encode works only for AAE models")
@@ -401,10 +470,10 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         check_count(len(images), self.limits.max_count, "number of images")
         # The encoder is not batched (Encode is rare); it runs off the event loop.
         latents = await asyncio.to_thread(model.generator.encode, images)
-        return pb.EncodeResponse(model=model.name, latents=codec.array_to_tensor(latents))
+        return pb.EncodeResponse(model=model.name, version=model.version, latents=codec.array_to_tensor(latents))
 
     async def RenderWord(self, request, context):
-        model = self.models.get_model(request.model)
+        model = self.models.get_model(request.model, request.version)
         key = self._cache_key(model, "RenderWord", request) if request.HasField("seed") else None
         if key is not None and (cached := self.cache.get(key)) is not None:
             return cached
@@ -429,7 +498,8 @@ class GeneratorServicer(pb_grpc.GeneratorServiceServicer):
         self._check_word_size(model, plan)
         glyphs = to_uint8(await model.run(plan.z, plan.labels, context), model.info.value_range)
         word = plan.compose(glyphs)
-        response = pb.RenderWordResponse(model=model.name, seed=seed, labels=plan.labels.tolist(),
+        response = pb.RenderWordResponse(model=model.name, version=model.version, seed=seed,
+                                         labels=plan.labels.tolist(),
                                          image=codec.uint8_to_batch(word[None], encoding))
         check_size(response, self.limits.max_send_bytes, "render a shorter text or a smaller height")
         if key is not None:

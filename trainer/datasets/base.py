@@ -11,7 +11,9 @@ values, file errors), so every loader reports bad input the same way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ganport.errors import DatasetError
+from ganport.errors import DatasetError, SplitNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -249,11 +251,21 @@ def require_root(root: str | Path | None, dataset: str) -> Path:
 
 
 def find_optional_file(root: Path, names: list[str], subdirs: list[str]) -> Path | None:
-    """The first of ``names`` found in ``root``'s ``subdirs`` (``""`` = root itself), or None."""
+    """The first of ``names`` found in ``root``'s ``subdirs`` (``""`` = root itself), or None.
+
+    A folder with one of the names holding a file with one of them counts too
+    (``x/train-images-idx3-ubyte/train-images-idx3-ubyte``): unpacking ``name.gz`` with some
+    tools makes that layout.
+    """
     for folder in (root / s if s else root for s in subdirs):
         for name in names:
             if (folder / name).is_file():
                 return folder / name
+        for name in names:
+            if (folder / name).is_dir():
+                inner = next((folder / name / n for n in names if (folder / name / n).is_file()), None)
+                if inner is not None:
+                    return inner
     return None
 
 
@@ -268,14 +280,46 @@ def find_file(root: Path, names: list[str], subdirs: list[str], dataset: str, wh
         what: what the file holds, for the message ("training images").
 
     Raises:
-        DatasetError: naming the file and every folder searched.
+        SplitNotFoundError: (a :class:`DatasetError`) naming the file and every folder searched.
     """
     found = find_optional_file(root, names, subdirs)
     if found is not None:
         return found
     folders = [root / s if s else root for s in subdirs]
     searched = ", ".join(str(f) for f in folders if f.is_dir()) or str(root)
-    raise DatasetError(
+    raise SplitNotFoundError(
         f"{dataset}: {names[0]} not found ({what}); looked in {searched}",
         hint=f"put the file (or {names[-1]}) under {root}",
     )
+
+
+def files_fingerprint(root: str | Path) -> str:
+    """A short hash of every file under ``root``: relative path, size and modification time.
+
+    Anything that replaces, repairs, adds or removes a data file changes it, so caches of what
+    was computed from the files (the reference classifier of ``ganport eval``) are keyed by the
+    files themselves, not by the folder's name. Names starting with "." are skipped (as the
+    loaders skip them). Costs one ``stat`` per file.
+
+    Returns:
+        16 hex digits; ``"missing"`` when ``root`` is not a folder.
+
+    Example:
+        >>> files_fingerprint("/no/such/folder")
+        'missing'
+    """
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(base, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = Path(folder, name)
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling link: it changes the fingerprint when it is fixed
+                digest.update(f"{path.relative_to(base)}\0-\n".encode())
+                continue
+            digest.update(f"{path.relative_to(base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]

@@ -2,8 +2,10 @@
 
 One reader (:func:`read_idx`) serves all three. IDX files start with a big-endian magic number
 ``0x00000800 | ndim`` (for uint8 data), then ``ndim`` big-endian uint32 dimensions, then the
-raw bytes. Files may be gzipped (``.gz``) or not, and are looked up in ``root`` and the usual
-subfolders (``raw/``, torchvision's ``MNIST/raw/``, EMNIST's ``gzip/``...).
+raw bytes. Files may be gzipped or not (told by their first bytes, not their names), and are looked
+up in ``root`` and the usual subfolders (``raw/``, torchvision's ``MNIST/raw/``, EMNIST's
+``gzip/``...), also one level down in a folder named like the file
+(``train-images-idx3-ubyte/train-images-idx3-ubyte``, what some unpacking tools make).
 
 EMNIST stores each image transposed (column-major); the loader transposes it back so letters
 are upright. Its class names come from ``emnist-<variant>-mapping.txt`` ("label ascii [ascii]"
@@ -67,15 +69,28 @@ _WHAT = {1: "labels", 3: "images"}
 # IDX reading
 
 
+#: The first two bytes of every gzip stream.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def read_bytes(path: Path) -> bytes:
-    """Read ``path``, decompressing when it ends in ``.gz``; errors name the file."""
+    """Read ``path``, decompressing it when it is gzip data; errors name the file.
+
+    Whether the file is gzipped is read from its first two bytes (``1f 8b``), not from its name:
+    mirrors and unpacking tools leave plain files named ``.gz`` and gzip files without it.
+    """
     try:
-        if path.suffix == ".gz":
+        with path.open("rb") as handle:
+            gzipped = handle.read(2) == GZIP_MAGIC
+    except OSError as exc:
+        raise DatasetError(f"{path.name}: cannot be read ({exc})", hint=f"check the file {path}") from exc
+    try:
+        if gzipped:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        kind = "gzip data is corrupt or truncated" if path.suffix == ".gz" else "cannot be read"
+        kind = "gzip data is corrupt or truncated" if gzipped else "cannot be read"
         raise DatasetError(f"{path.name}: {kind} ({exc})", hint=f"re-extract or re-download {path}") from exc
 
 
@@ -83,7 +98,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Read an IDX file of uint8 data with ``ndim`` dimensions.
 
     Args:
-        path: the file (``.gz`` is decompressed).
+        path: the file (gzip data is decompressed, whatever its name).
         ndim: expected number of dimensions (1 = labels, 3 = images).
 
     Returns:
@@ -131,13 +146,28 @@ def _load_idx_pair(
     images_name: str,
     labels_name: str,
     subdirs: list[str],
-    n_classes: int,
+    n_classes: int | None,
     n: int | None,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read matching image/label IDX files and return the ``n`` subset (uint8 images, labels)."""
-    image_path = find_file(root, _idx_candidates(images_name), subdirs, dataset, "IDX uint8 images")
-    label_path = find_file(root, _idx_candidates(labels_name), subdirs, dataset, "IDX uint8 labels")
+) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Read matching image/label IDX files; return the ``n`` subset (uint8 images, labels) and the
+    labels file.
+
+    ``n_classes`` None leaves the label range to the caller (EMNIST checks it against its mapping).
+    Neither file present raises :class:`~ganport.errors.SplitNotFoundError` (the split is absent);
+    only one of them a plain :class:`DatasetError` (the split is incomplete).
+    """
+    image_names, label_names = _idx_candidates(images_name), _idx_candidates(labels_name)
+    image_path = find_optional_file(root, image_names, subdirs)
+    label_path = find_optional_file(root, label_names, subdirs)
+    if image_path is None and label_path is None:
+        find_file(root, image_names, subdirs, dataset, "IDX uint8 images")  # raises, naming the folders
+    if image_path is None or label_path is None:
+        found, missing = (image_path, labels_name) if label_path is None else (label_path, images_name)
+        raise DatasetError(
+            f"{dataset}: found {found} but not {missing} beside it",
+            hint=f"the split needs both files; put {missing}[.gz] next to {found.name}",
+        )
     images = read_idx(image_path, 3)
     labels = read_idx(label_path, 1)
     if len(images) != len(labels):
@@ -145,11 +175,11 @@ def _load_idx_pair(
             f"{dataset}: {image_path.name} holds {len(images)} images but {label_path.name} holds {len(labels)} labels",
             hint="the two files must come from the same split",
         )
-    if len(labels) and int(labels.max()) >= n_classes:
+    if n_classes is not None and len(labels) and int(labels.max()) >= n_classes:
         raise DatasetError(f"{label_path.name}: label {int(labels.max())} out of range 0..{n_classes - 1}")
     keep = subset_indices(len(labels), n, seed)
     logger.info("%s: read %d images from %s", dataset, len(keep), image_path)
-    return images[keep], labels[keep].astype(np.int64)
+    return images[keep], labels[keep].astype(np.int64), label_path
 
 
 def _make_dataset(name: str, images: np.ndarray, labels: np.ndarray, classes: list[str], image_size):
@@ -165,7 +195,7 @@ def _mnist_like(name: str, classes: list[str], subdirs: list[str]):
     def load(root, *, image_size=None, n=None, seed=0, split="train") -> ImageDataset:
         folder = require_root(root, name)
         prefix = "train" if split == "train" else "t10k"
-        images, labels = _load_idx_pair(
+        images, labels, _ = _load_idx_pair(
             name,
             folder,
             f"{prefix}-images-idx3-ubyte",
@@ -271,25 +301,36 @@ def load_emnist(root, *, image_size=None, n=None, seed=0, split="train", variant
     disk_labels = sorted(mapping)
     classes = [mapping[k] for k in disk_labels]
 
-    images, labels = _load_idx_pair(
+    images, labels, label_path = _load_idx_pair(
         "emnist",
         folder,
         f"emnist-{variant}-{split}-images-idx3-ubyte",
         f"emnist-{variant}-{split}-labels-idx1-ubyte",
         subdirs,
-        max(disk_labels) + 1,
+        None,  # the range is the mapping's, checked below
         n,
         seed,
     )
     # Renumber on-disk labels (possibly 1-based or sparse) to 0..K-1 in mapping order.
-    lookup = np.full(max(disk_labels) + 1, -1, np.int64)
+    size = max(max(disk_labels), int(labels.max(initial=0))) + 1
+    lookup = np.full(size, -1, np.int64)
     lookup[disk_labels] = np.arange(len(disk_labels))
     renumbered = lookup[labels]
     if (renumbered < 0).any():
         bad = np.unique(labels[renumbered < 0]).tolist()
+        listed = f"labels {disk_labels[0]}..{disk_labels[-1]}" if disk_labels else "no labels"
+        if mapping_path is not None:
+            # The labels file is the bigger, checksummed download; a short or other-variant
+            # mapping file is the likelier culprit.
+            raise DatasetError(
+                f"{mapping_path.name}: lists {len(disk_labels)} classes ({listed}) but {label_path.name} "
+                f"holds label{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))}",
+                hint=f"the mapping file is short or of another variant; replace it with the {variant} "
+                     f"mapping of the EMNIST archive, or delete it to use the standard {variant} classes",
+            )
         raise DatasetError(
-            f"emnist: emnist-{variant}-{split}-labels holds labels {bad[:5]} that {mapping_name} "
-            f"(or the standard {variant} mapping) does not list"
+            f"{label_path.name}: labels {bad[:5]} are outside the standard {variant} mapping ({listed})",
+            hint=f"check that the files are EMNIST {variant}, or add {mapping_name}",
         )
     labels = renumbered
     # EMNIST images are stored transposed (column-major); make them upright.

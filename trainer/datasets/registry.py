@@ -98,6 +98,8 @@ _SPECS = [
             "labels": "none (default) or subfolders (each immediate subfolder is a class)",
             "channels": "3 = RGB (default) or 1 = grayscale",
             "test_fraction": "fraction of files held out for split='test' (default 0: no test split)",
+            "background": "what transparent pixels become: auto (default: white behind dark content, black "
+            "behind light), white or black",
         },
         needs_root=True,
     ),
