@@ -12,6 +12,12 @@ resident memory and start-up time per backend.
   for the ONNX backend (in the runtime venv too when there is one) and for ``--backend
   torchscript`` (the cost of importing torch).
 
+* Extras: what each extra of ``pyproject.toml`` adds on disk on top of the always-installed
+  core (numpy, pillow), from the distributions installed in ``.venv`` (which has them all):
+  the closure of each extra's requirements (``importlib.metadata``), minus the core's closure,
+  summed over each distribution's files (its RECORD). Also ``embed`` (the embed-only install,
+  no server) against ``cpu`` (runtime + server), the saving the ``embed`` extra offers.
+
 Triton is measured by the ``peer`` benchmark (:mod:`benchmarks.peer`).
 """
 
@@ -60,6 +66,18 @@ def run(ctx: BenchContext) -> dict[str, Any]:
             detail=f"{sizes['runtime (no torch)']['site_packages']['disk_bytes'] / MIB:,.0f} vs "
                    f"{sizes['full (.venv)']['site_packages']['disk_bytes'] / MIB:,.0f} MiB"))
 
+    extras = extra_costs()
+    result["extras"] = extras
+    result["tables"].append(make_table(
+        "footprint: what each extra adds to the core (numpy, pillow), installed MiB",
+        ["extra", "adds MiB", "distributions it adds"],
+        [[e["extra"], e["adds_bytes"] / MIB, ", ".join(f"{d} {b / MIB:.1f}" for d, b in e["largest"][:6])]
+         for e in extras["rows"]]))
+    embed, cpu = extras["installs"]["embed"], extras["installs"]["cpu"]
+    result["headline"].append(headline(
+        "embed-only install / cpu install", embed / cpu, "x",
+        detail=f"{embed / MIB:,.0f} vs {cpu / MIB:,.0f} MiB: 'ganport[embed]' saves {(cpu - embed) / MIB:,.0f} MiB"))
+
     package = ctx.zoo.package(MODEL, ("onnx", "torchscript"))
     servers = [("onnx", "full (.venv)", python_for(full))]
     if runtime:
@@ -80,6 +98,77 @@ def run(ctx: BenchContext) -> dict[str, Any]:
     result["triton"] = triton_status()
     result["notes"].append(f"Triton: {result['triton']['reason']}.")
     return result
+
+
+#: The core distributions and extras measured (``dev`` is the test tooling, not an install option).
+EXTRAS_MEASURED = ("embed", "serve", "cpu", "train", "export")
+
+
+def _requirement_closure(roots: list[str]) -> set[str]:
+    """Normalised names of the installed distributions ``roots`` (requirement strings) pull in."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(Requirement(r), "") for r in roots]
+    while todo:
+        requirement, _ = todo.pop()
+        name = canonicalize_name(requirement.name)
+        try:
+            dist = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional dependency not installed here (e.g. onnxruntime-gpu)
+        extras = set(requirement.extras)
+        key = name + "[" + ",".join(sorted(extras)) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        for text in dist.requires or []:
+            child = Requirement(text)
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras or {""}):
+                if child.marker is not None and not extras and "extra" in str(child.marker):
+                    continue
+                todo.append((child, name))
+    return {key.split("[")[0] for key in seen}
+
+
+def _dist_bytes(name: str) -> int:
+    """Bytes of an installed distribution's files (as its RECORD lists them, measured on disk)."""
+    import importlib.metadata as metadata
+
+    total = 0
+    for file in metadata.distribution(name).files or []:
+        try:
+            total += Path(file.locate()).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def extra_costs() -> dict[str, Any]:
+    """Installed bytes each extra adds to the core, and the embed vs cpu install sizes.
+
+    Runs in the full environment (every extra installed). ``ganport`` itself is counted in the
+    core (its own files, the built-in model included).
+    """
+    core = _requirement_closure(["ganport"])
+    sizes: dict[str, int] = {}
+
+    def size(names: set[str]) -> int:
+        for name in names - set(sizes):
+            sizes[name] = _dist_bytes(name)
+        return sum(sizes[name] for name in names)
+
+    rows, installs = [], {}
+    for extra in EXTRAS_MEASURED:
+        closure = _requirement_closure([f"ganport[{extra}]"])
+        added = closure - core
+        installs[extra] = size(closure)
+        rows.append({"extra": extra, "adds_bytes": size(added),
+                     "largest": sorted(((n, sizes[n]) for n in added), key=lambda item: -item[1])})
+    return {"core_bytes": size(core), "core": sorted(core), "rows": rows, "installs": installs}
 
 
 def _runtime_venv(ctx: BenchContext, result: dict[str, Any]) -> Path | None:

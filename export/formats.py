@@ -76,6 +76,11 @@ FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("pt2", ".pt2", "ganport.export.pt2_export:write_pt2",
                  frozenset(), False,
                  "torch.export program (model.pt2), for torch.export.load"),
+    ExportFormat("onnx-int8", ".int8.onnx", "ganport.export.int8_export:write_onnx_int8",
+                 frozenset({"opset"}), False,
+                 "ONNX generator quantized to int8 with onnxruntime (model.int8.onnx; static QDQ, "
+                 "per-channel weights, calibrated on runtime latents; dynamic for MLP graphs), for "
+                 "edge CPUs: `--backend onnx-int8`"),
     ExportFormat("triton", "", "ganport.export.triton:write_triton",
                  frozenset({"opset", "triton_device", "max_batch"}), False,
                  "Triton model repository (triton/NAME with ONNX, triton/NAME_libtorch with TorchScript)"),

@@ -11,6 +11,7 @@ instead of exporting twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from ganport.export import modules
-from ganport.runtime.manifest import ModelInfo
+from ganport.runtime.manifest import PRECISION_KEY, ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Artifact:
         save: writes the file: ``save(path, metadata)`` with ``metadata = info.to_metadata()``.
         load: reads it back for verification, or None for files that are not models (config.pbtxt).
         fp16: half-precision graph (verified with the looser tolerance).
+        precision: ``fp32``, ``fp16`` or ``int8``; a non-fp32 artifact carries it in its metadata
+            (``manifest.PRECISION_KEY``), which the runtime checks on load.
         listed: recorded in ``ModelInfo.files`` (Triton copies are not).
         exporter: ONNX exporter that built it (``dynamo``/``legacy``), else None.
         diffs: batch size -> max abs difference against eager, filled by verification.
@@ -58,6 +61,18 @@ class Artifact:
     listed: bool = True
     exporter: str | None = None
     diffs: dict[int, float] = field(default_factory=dict)
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.fp16:
+            self.precision = "fp16"
+
+    def metadata(self, shared: Mapping[str, str]) -> dict[str, str]:
+        """What this file embeds: the package's shared metadata, plus its precision unless fp32."""
+        found = dict(shared)
+        if self.precision != "fp32":
+            found[PRECISION_KEY] = json.dumps(self.precision)
+        return found
 
     @property
     def max_diff(self) -> float | None:

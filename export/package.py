@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ganport import __version__
 from ganport.atomic import clean_debris, temp_prefix
@@ -87,8 +87,12 @@ def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                formats: Iterable[str] | str | None = None, *, name: str | None = None,
                opset: int | None = None, fp16: bool = False, verify: bool = True,
                triton_device: str | None = None, max_batch: int | None = None,
-               overwrite: bool = False) -> ExportReport:
-    """:func:`export_package`, returning the full :class:`ExportReport` (used by the CLI)."""
+               overwrite: bool = False, provenance: Mapping[str, Any] | None = None) -> ExportReport:
+    """:func:`export_package`, returning the full :class:`ExportReport` (used by the CLI).
+
+    ``provenance`` (JSON-able) is recorded as ``ModelInfo.provenance``: where a package shipped as
+    it is comes from (``scripts/build_builtin.py`` passes the training command and eval figures).
+    """
     from ganport.trainer.checkpoint import build_from_checkpoint, file_sha256, load_checkpoint
 
     selected = select_formats(formats)
@@ -105,6 +109,7 @@ def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
 
     ckpt = load_checkpoint(checkpoint)
     info = _model_info(ckpt, name or out_dir.name, file_sha256(checkpoint))
+    info.provenance = dict(provenance or {})
     networks = {role: build_from_checkpoint(ckpt, role) for role in ("generator", "encoder")
                 if role in ckpt["networks"] and (role == "generator" or info.has_encoder)}
     if ckpt.get("ema_generator"):
@@ -120,12 +125,12 @@ def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         for artifact in artifacts:
             path = staging / artifact.relpath
             path.parent.mkdir(parents=True, exist_ok=True)
-            artifact.save(path, metadata)
+            artifact.save(path, artifact.metadata(metadata))
         write_manifest(staging, info)
         if verify:
             from ganport.export.verify import verify_artifact
             for artifact in artifacts:
-                verify_artifact(job, artifact, staging / artifact.relpath, metadata)
+                verify_artifact(job, artifact, staging / artifact.relpath, artifact.metadata(metadata))
         _commit(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -62,12 +62,13 @@ def _environment_error(exc: BaseException) -> str | None:
     that the generated gRPC code cannot run on), or None if ``exc`` is not one."""
     from ganport.v1 import runtime_mismatch
 
+    from ganport.extras import INSTALL, extra_for_module
+
     if isinstance(exc, ModuleNotFoundError):
-        extra = {"torch": "train", "onnx": "export", "onnxruntime": "cpu", "matplotlib": "train"}
-        name = (exc.name or "").split(".")[0]
-        if name in extra:
-            return (f"this command needs the Python package {name!r}, which is not installed "
-                    f"(pip install 'ganport[{extra[name]}]')")
+        extra = extra_for_module(exc.name)
+        if extra is not None:
+            return (f"this command needs the Python package {exc.name!r} (ganport's {extra!r} extra), which is "
+                    f"not installed ({INSTALL[extra]})")
     mismatch = runtime_mismatch(exc)
     return str(mismatch) if mismatch is not None else None
 

@@ -58,5 +58,9 @@ class BackendUnavailableError(GanportError):
     """A backend or device was requested that this installation cannot provide."""
 
 
+class MissingExtraError(GanportError, ImportError):
+    """Code was used whose dependencies (an extra of ``pip install 'ganport[...]'``) are not installed."""
+
+
 class ResourceExhaustedError(GanportError):
     """A queue or size limit was reached; retry later or send a smaller request."""

@@ -8,6 +8,10 @@ numpy inputs (``z`` and ``label``, or ``image``), returning the one float32 nump
   for CUDA and getting CPU (a CPU-only onnxruntime, a missing CUDA library, no GPU) is an error,
   never a silent fallback. On CUDA, IO binding lets onnxruntime allocate the output on the GPU and
   copy it back once, instead of staging through its default CPU output buffers.
+* ``onnx-int8``: the same onnxruntime session over ``model.int8.onnx``, the generator quantized to
+  int8 by ``ganport export --format onnx-int8`` (an AAE's encoder stays ``encoder.onnx``, fp32).
+  The artifact must say it is int8 in its own metadata (``manifest.PRECISION_KEY``), and
+  ``model.onnx`` must not: a file copied under the other name is refused on load.
 * ``torchscript``: ``torch.jit.load``; ``pt2``: ``torch.export.load(...).module()``.
 
 Nothing here imports torch or onnxruntime at module level: ``import ganport.runtime`` must work
@@ -48,6 +52,10 @@ class BackendSpec:
     #: Triton's ``platform`` and ``backend`` names for this format (model config, KServe metadata).
     triton_platform: str = ""
     triton_backend: str = ""
+    #: Precision of the generator artifact (``fp32``, ``int8``); the encoder is always fp32.
+    precision: str = "fp32"
+    #: Engine that runs it: ``onnxruntime`` or ``torch``.
+    engine: str = "onnxruntime"
 
 
 #: The backends, by name: the one table (the CLIs' ``--backend`` choices are its keys).
@@ -55,17 +63,25 @@ BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec for spec in (
         BackendSpec("onnx", ".onnx", "onnx", "model.onnx", "encoder_onnx", "encoder.onnx",
                     "onnxruntime_onnx", "onnxruntime"),
+        BackendSpec("onnx-int8", ".int8.onnx", "onnx_int8", "model.int8.onnx", "encoder_onnx", "encoder.onnx",
+                    "onnxruntime_onnx", "onnxruntime", precision="int8"),
         BackendSpec("torchscript", ".ts", "torchscript", "model.ts", "encoder_torchscript", "encoder.ts",
-                    "pytorch_libtorch", "pytorch"),
-        BackendSpec("pt2", ".pt2", "pt2", "model.pt2", "encoder_pt2", "encoder.pt2", "pytorch_pt2", "pytorch"),
+                    "pytorch_libtorch", "pytorch", engine="torch"),
+        BackendSpec("pt2", ".pt2", "pt2", "model.pt2", "encoder_pt2", "encoder.pt2", "pytorch_pt2", "pytorch",
+                    engine="torch"),
     )
 }
 
 
 def backend_for_file(path: Path) -> str | None:
-    """The backend that reads a lone artifact file, by suffix (``.onnx``, ``.ts``, ``.pt2``)."""
-    for spec in BACKENDS.values():
-        if path.suffix == spec.suffix:
+    """The backend that reads a lone artifact file, by suffix (``.int8.onnx``, ``.onnx``, ``.ts``, ``.pt2``).
+
+    Example:
+        >>> backend_for_file(Path("model.int8.onnx")), backend_for_file(Path("model.onnx"))
+        ('onnx-int8', 'onnx')
+    """
+    for spec in sorted(BACKENDS.values(), key=lambda s: -len(s.suffix)):
+        if path.name.endswith(spec.suffix):
             return spec.name
     return None
 
@@ -390,7 +406,8 @@ class Pt2Backend(TorchModuleBackend):
         return program.module()
 
 
-_CLASSES: dict[str, type[Backend]] = {"onnx": OnnxBackend, "torchscript": TorchScriptBackend, "pt2": Pt2Backend}
+_CLASSES: dict[str, type[Backend]] = {"onnx": OnnxBackend, "onnx-int8": OnnxBackend,
+                                      "torchscript": TorchScriptBackend, "pt2": Pt2Backend}
 
 
 def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: int | None = None,
@@ -398,7 +415,7 @@ def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: i
     """Load one artifact with the named backend.
 
     Args:
-        backend: ``onnx``, ``torchscript`` or ``pt2``.
+        backend: a key of :data:`BACKENDS` (``onnx``, ``onnx-int8``, ``torchscript``, ``pt2``).
         path: the artifact file.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         threads: CPU threads for the backend (onnxruntime intra-op threads; ``torch.set_num_threads``),
@@ -416,6 +433,8 @@ def open_backend(backend: str, path: str | Path, device: str = "cpu", threads: i
     """
     if backend not in _CLASSES:
         raise InvalidInputError(f"unknown backend {backend!r}: valid backends are {', '.join(_CLASSES)}")
-    if backend == "onnx":
-        return OnnxBackend(Path(path), device=device, threads=threads, spin=spin)
+    if BACKENDS[backend].engine == "onnxruntime":
+        loaded: Backend = OnnxBackend(Path(path), device=device, threads=threads, spin=spin)
+        loaded.name = backend
+        return loaded
     return _CLASSES[backend](Path(path), device=device, threads=threads)

@@ -36,9 +36,16 @@ MAX_PADDING = 64
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every runtime command: the package and where to run it."""
-    parser.add_argument("package", help="model package directory, or a single .onnx/.ts/.pt2 file")
-    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     from ganport.runtime.backends import BACKENDS  # the one table of backends (numpy-only import)
+    from ganport.runtime.builtins import BUILTINS, DEFAULT_BUILTIN
+
+    parser.add_argument("package", nargs="?", default=None,
+                        help="model package directory, a single .onnx/.ts/.pt2 file, or builtin:NAME "
+                             f"(default: the built-in {DEFAULT_BUILTIN!r} model)")
+    parser.add_argument("--builtin", choices=tuple(BUILTINS), default=None,
+                        help="use a model shipped with ganport instead of a package: "
+                             + "; ".join(f"{m.name}: {m.description}" for m in BUILTINS.values()))
+    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
 
     parser.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                         help="inference backend (default: onnx for a package, the file's format for a file)")
@@ -99,10 +106,25 @@ def _check_range(value: int | None, name: str, low: int, high: int, hint: str | 
 _MORE = "generate more in several commands, or use the Python API (ganport.runtime.Generator) or `ganport serve`"
 
 
+def model_path(package: str | None, builtin: str | None) -> str:
+    """The model a runtime command uses: the package given, ``--builtin NAME``, or the default
+    built-in model when neither is given (so ``ganport render "Hello" -o hello.png`` works right
+    after install)."""
+    from ganport.errors import InvalidInputError
+    from ganport.runtime.builtins import BUILTIN_PREFIX, DEFAULT_BUILTIN
+
+    if package is not None and builtin is not None:
+        raise InvalidInputError(f"give a package or --builtin, not both (got {package!r} and --builtin {builtin})")
+    if package is not None:
+        return package
+    return BUILTIN_PREFIX + (builtin or DEFAULT_BUILTIN)
+
+
 def _load(args: argparse.Namespace) -> Any:
     from ganport.runtime.generator import Generator
 
-    return Generator.load(args.package, backend=args.backend, device=args.device, threads=args.threads)
+    return Generator.load(model_path(args.package, args.builtin), backend=args.backend, device=args.device,
+                          threads=args.threads)
 
 
 def _unescape(text: str) -> str:

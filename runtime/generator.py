@@ -24,9 +24,10 @@ import numpy as np
 
 from ganport.errors import InvalidInputError, ModelNotFoundError, PackageError
 from ganport.runtime import words
+from ganport.runtime.builtins import resolve_model_path
 from ganport.runtime.backends import BACKENDS, Backend, TensorSpec, backend_for_file, open_backend
 from ganport.runtime.images import from_uint8, to_uint8
-from ganport.runtime.manifest import MANIFEST_NAME, ModelInfo, read_manifest
+from ganport.runtime.manifest import MANIFEST_NAME, ModelInfo, artifact_precision, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
         claims: where ``info`` came from, for messages.
         compare_metadata: also compare the fields of
             :data:`~ganport.runtime.manifest.MODEL_FIELDS` with the artifact's embedded ganport
-            metadata (when it carries any).
+            metadata (when it carries any), and its precision with the backend's (``BackendSpec.precision``).
 
     Raises:
         PackageError: one line naming the field, the claimed value and the artifact's value.
@@ -135,6 +136,17 @@ def check_artifact(info: ModelInfo, backend: Backend, role: str, claims: str,
                                        (outputs[0], expected_out[0], "output")]:
             _check_shape(backend, info, declared, wanted["shape"], kind, claims)
     backend.check_inputs(names)
+    backend_spec = BACKENDS.get(backend.name)
+    if compare_metadata and backend_spec is not None:
+        # A float32 file where the package names its int8 one (or the reverse) would run and
+        # quietly give other pictures: the artifact's own precision must be the backend's. (A
+        # lone file is its own claim: model.fp16.onnx loads with the onnx engine as itself.)
+        wanted = backend_spec.precision if role == "generator" else "fp32"
+        found_precision = artifact_precision(backend.metadata())
+        if found_precision != wanted:
+            key = backend_spec.model_key if role == "generator" else backend_spec.encoder_key
+            raise _mismatch(backend, f"precision is {wanted!r} for backend {backend.name!r} (files.{key} in "
+                                     f"{claims}) but {found_precision!r} in the model's own metadata")
     if compare_metadata:
         metadata = backend.metadata()
         if "kind" in metadata:
@@ -247,13 +259,16 @@ class Generator:
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None, device: str = "cpu",
              threads: int | None = None, max_batch: int = 256, spin: bool = True) -> "Generator":
-        """Load a model package directory, or a single ``.onnx`` / ``.ts`` / ``.pt2`` file.
+        """Load a model package directory, a single ``.onnx`` / ``.ts`` / ``.pt2`` file, or a
+        built-in model (``"builtin:glyphs"``, shipped inside ganport; see :mod:`ganport.runtime.builtins`).
 
         Args:
-            path: package directory (with ``manifest.json``) or one artifact file, whose embedded
-                metadata then describes the model.
-            backend: ``onnx``, ``torchscript`` or ``pt2``; default ``onnx`` for a directory and the
-                file's own format for a single file.
+            path: package directory (with ``manifest.json``), one artifact file, whose embedded
+                metadata then describes the model, or ``builtin:NAME``.
+            backend: a key of :data:`~ganport.runtime.backends.BACKENDS`: ``onnx`` (float32),
+                ``onnx-int8`` (``model.int8.onnx``, from ``ganport export --format onnx-int8``),
+                ``torchscript`` or ``pt2``; default ``onnx`` for a directory and the file's own
+                format for a single file.
             device: ``cpu``, ``cuda`` or ``cuda:N``. Asking for CUDA where it cannot run raises
                 :class:`~ganport.errors.BackendUnavailableError`; there is no silent CPU fallback.
             threads: CPU threads for inference (onnxruntime intra-op threads, or
@@ -276,7 +291,7 @@ class Generator:
             >>> gen.info.kind, gen.providers                                        # doctest: +SKIP
             ('cgan', ['CPUExecutionProvider'])
         """
-        path = Path(path)
+        path = resolve_model_path(path)
         if backend is not None and backend not in BACKENDS:
             raise InvalidInputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKENDS)}")
         if threads is not None:

@@ -25,6 +25,12 @@ MANIFEST_NAME = "manifest.json"
 #: TorchScript/pt2 extra file holding the whole ``to_metadata()`` dict as one JSON object (export
 #: also writes one extra file per key; readers accept either).
 METADATA_FILE = "ganport.json"
+#: Metadata key that only half-precision and int8 artifacts carry, besides the shared
+#: ``to_metadata()`` dict: their precision (``"fp16"``, ``"int8"``; absent means fp32). It is what
+#: lets the runtime refuse an fp32 file where the manifest names the int8 one, and vice versa.
+PRECISION_KEY = "artifact_precision"
+#: Artifact precisions; ``files`` keys name them (``onnx`` fp32, ``onnx_fp16``, ``onnx_int8``).
+PRECISIONS = ("fp32", "fp16", "int8")
 MANIFEST_FORMAT = "ganport.model"
 MANIFEST_VERSION = 1
 
@@ -61,6 +67,11 @@ class ModelInfo:
         source_checkpoint_sha256: SHA-256 of the checkpoint the package was exported from.
         ganport_version: ganport version that exported the package.
         created: ISO-8601 UTC export time.
+        quantization: how ``model.int8.onnx`` was made (empty without one): method (``static``
+            QDQ or ``dynamic``), per-channel weights, calibration batches, the operators left in
+            float, and the verification tolerance.
+        provenance: where the weights come from, for packages shipped as they are (the built-in
+            models): training command, steps, source checkpoint, evaluation figures.
     """
 
     name: str
@@ -77,6 +88,8 @@ class ModelInfo:
     source_checkpoint_sha256: str = ""
     ganport_version: str = ""
     created: str = ""
+    quantization: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
     format_version: int = MANIFEST_VERSION
 
@@ -192,6 +205,17 @@ class ModelInfo:
             raise PackageError(f"{source} carries no ganport metadata",
                                hint="export it with `ganport export`, or pass the package directory")
         return cls.from_dict(decoded, source=source)
+
+
+def artifact_precision(metadata: Mapping[str, str]) -> str:
+    """The precision an artifact's embedded metadata declares (``fp32`` when it declares none)."""
+    value = metadata.get(PRECISION_KEY)
+    if value is None:
+        return "fp32"
+    try:
+        return str(json.loads(value))
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def triton_dims(shape: Sequence[int]) -> tuple[list[int], Optional[list[int]]]:

@@ -28,7 +28,8 @@ from ganport.errors import CheckpointError, ExportError
 from ganport.export import FORMATS, export_package, run_export
 from ganport.export.formats import OPTION_DEFAULTS, OPTION_FLAGS, check_options, select_formats
 from ganport.export.torchscript_export import METADATA_FILE, request_extra_files
-from ganport.runtime.manifest import ModelInfo, read_manifest
+from ganport.export.verify import TOLERANCE_INT8
+from ganport.runtime.manifest import PRECISION_KEY, ModelInfo, read_manifest
 from ganport.trainer.checkpoint import build_from_checkpoint, file_sha256, load_checkpoint, save_checkpoint
 
 KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
@@ -114,7 +115,7 @@ def test_every_artifact_matches_eager(exported, kind):
     report, ckpt = exported(kind)
     info = read_manifest(report.path)
     roles = ("generator", "encoder") if kind == "aae" else ("generator",)
-    expected_keys = {"onnx", "torchscript", "pt2", "onnx_fp16", "triton"}
+    expected_keys = {"onnx", "onnx_int8", "torchscript", "pt2", "onnx_fp16", "triton"}
     if kind == "aae":
         expected_keys |= {"encoder_onnx", "encoder_torchscript", "encoder_pt2"}
     assert set(info.files) == expected_keys
@@ -135,7 +136,7 @@ def test_every_artifact_matches_eager(exported, kind):
     for artifact in report.artifacts:
         if artifact.load is not None:
             assert set(artifact.diffs) == set(BATCHES), artifact.relpath
-            assert artifact.max_diff <= (TOL_FP16 if artifact.fp16 else TOL)
+            assert artifact.max_diff <= {"fp32": TOL, "fp16": TOL_FP16, "int8": TOLERANCE_INT8}[artifact.precision]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -158,7 +159,10 @@ def test_metadata_is_the_same_in_every_artifact(exported, kind):
     artifacts += sorted((report.path / "triton").glob("*/1/model.*"))
     for path in artifacts:
         _, metadata = _open(path)
-        found = {k: v for k, v in metadata.items() if not k.startswith("pkg.")}
+        # Half-precision and int8 files also say what they are (PRECISION_KEY); nothing else differs.
+        assert metadata.get(PRECISION_KEY) == {"model.fp16.onnx": '"fp16"', "model.int8.onnx": '"int8"'}.get(
+            path.name), path.name
+        found = {k: v for k, v in metadata.items() if not k.startswith("pkg.") and k != PRECISION_KEY}
         assert found == expected, path.name
         assert ModelInfo.from_metadata(found) == info
     # The ONNX one, as a user would read it.

@@ -316,7 +316,7 @@ def test_kinds_and_backends_are_defined_once():
     assert definitions == {"KINDS": ["runtime/manifest.py"], "CONDITIONAL_KINDS": ["runtime/manifest.py"],
                            "ENCODER_KINDS": ["runtime/manifest.py"], "BACKENDS": ["runtime/backends.py"]}
     assert literals == [], literals
-    assert tuple(backends.BACKENDS) == ("onnx", "torchscript", "pt2")
+    assert tuple(backends.BACKENDS) == ("onnx", "onnx-int8", "torchscript", "pt2")
 
 
 # -------------------------------------------------- item 9: no third-party noise before the error

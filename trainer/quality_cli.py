@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="measure a generator: conditional accuracy, FD, precision/recall, AAE reconstruction",
         description="Evaluate a checkpoint or an exported package against real held-out images with "
                     "ganport's reference classifier (trained once per data set and cached).")
-    p.add_argument("model", metavar="CHECKPOINT_OR_PACKAGE", help="a .pt checkpoint, a package directory or a "
+    p.add_argument("model", metavar="CHECKPOINT_OR_PACKAGE", help="a .pt checkpoint, a package directory, builtin:NAME or a "
                    ".onnx/.ts/.pt2 file")
     p.add_argument("--dataset", default=None, help="data set to compare with (default: the model's)")
     p.add_argument("--data-root", default=None, help="folder of a file-based data set")
@@ -75,7 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="data-set option (default: the checkpoint's), e.g. palette=3")
     p.add_argument("-n", type=int, default=10_000, help="images to generate (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
-    p.add_argument("--backend", default=None, help="package backend: onnx (default), torchscript, pt2")
+    from ganport.runtime.backends import BACKENDS  # the one table of backends (numpy-only import)
+
+    p.add_argument("--backend", default=None, choices=tuple(BACKENDS),
+                   help="package backend (default onnx; onnx-int8 judges the int8 file)")
     p.add_argument("--no-ema", action="store_true", help="checkpoints: evaluate the raw generator weights")
     p.add_argument("--pr-samples", type=int, default=5000, help="precision/recall samples per side (0: skip)")
     p.add_argument("--out", default=None, metavar="FILE.json",

@@ -51,7 +51,12 @@ def _register_serve(subparsers) -> None:
                     "also be one package or one model folder, served under --model-name or its own name. Prints "
                     "'serving N model(s) on HOST:PORT' when ready (after 'http on http://HOST:PORT' when HTTP "
                     "is on); SIGTERM/SIGINT drain and exit 0.")
-    p.add_argument("models_dir", metavar="MODELS_DIR", help="folder of model packages, or one package")
+    p.add_argument("models_dir", metavar="MODELS_DIR", nargs="?", default=None,
+                   help="folder of model packages, or one package (or --builtin)")
+    from ganport.runtime.builtins import BUILTINS
+
+    p.add_argument("--builtin", action="store_true",
+                   help="serve the models shipped with ganport instead of MODELS_DIR: " + ", ".join(BUILTINS))
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -95,7 +100,7 @@ def _register_serve(subparsers) -> None:
                         "endpoints and a web page at / (default: off; 0 picks a free one; Triton uses 8000)")
     p.add_argument("--http-host", default=None, help="interface for the HTTP port (default: --host)")
     p.add_argument("--no-kserve", dest="kserve", action="store_false", help="do not serve the KServe v2 API")
-    from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
+    from ganport.runtime.server.modes import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
 
     p.add_argument("--model-control", choices=tuple(MODEL_CONTROL), default=DEFAULT_MODEL_CONTROL,
                    help="what may change the served models: " + "; ".join(f"{k}: {v}" for k, v in MODEL_CONTROL.items()))
@@ -133,6 +138,22 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _models_dir(models_dir: str | None, builtin: bool) -> str:
+    """MODELS_DIR, or the folder of the built-in packages with ``--builtin`` (exactly one of them)."""
+    from ganport.runtime.builtins import BUILTIN_DIR, BUILTINS, builtin_path
+
+    if builtin and models_dir is not None:
+        raise InvalidInputError(f"give MODELS_DIR or --builtin, not both (got {models_dir!r} and --builtin)")
+    if builtin:
+        for name in BUILTINS:
+            builtin_path(name)  # a built-in missing from this install is named here, not as "no models"
+        return str(BUILTIN_DIR)
+    if models_dir is None:
+        raise InvalidInputError("no models to serve: give MODELS_DIR (a folder of packages, or one package)",
+                                hint="or --builtin to serve the models shipped with ganport")
+    return models_dir
+
+
 def _serve(args: argparse.Namespace) -> int:
     import signal
 
@@ -142,7 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise InvalidInputError("--tls-cert and --tls-key go together")
     token = args.token if args.token is not None else os.environ.get("GANPORT_TOKEN") or None
     server, port = create_server(
-        _format_address(args.host, args.port), args.models_dir, backend=args.backend, device=args.device,
+        _format_address(args.host, args.port), _models_dir(args.models_dir, args.builtin), backend=args.backend, device=args.device,
         threads=args.threads, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
         max_queue=args.max_queue, max_message_mb=args.max_message_mb, max_count=args.max_count,
         max_stream_count=args.max_stream_count, max_text_length=args.max_text_length,

@@ -19,7 +19,11 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
-import grpc
+from ganport.extras import require
+
+require("serve", "the ganport client")  # one line naming the extra, not a ModuleNotFoundError for grpc
+
+import grpc  # noqa: E402
 import numpy as np
 
 from ganport.errors import InvalidInputError

@@ -27,7 +27,11 @@ import time
 import types
 from typing import Any, AsyncIterator, Callable, Optional
 
-import grpc
+from ganport.extras import require
+
+require("serve", "the ganport server")  # one line naming the extra, not a ModuleNotFoundError for grpc
+
+import grpc  # noqa: E402
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from ganport.errors import GanportError, InvalidInputError, ModelNotFoundError, PackageError
+from ganport.runtime.server.modes import DEFAULT_MODEL_CONTROL, MODEL_CONTROL
 from ganport.runtime.server.servicer import ModelRegistry, ServedModel
 from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
                                                 policy_from_config, scan, version_key)
@@ -41,16 +42,6 @@ def check_model_name(name: str) -> str:
         raise InvalidInputError(f"invalid model name {name!r}: use a plain directory name (letters, digits, "
                                 f"'_', '-', '.')")
     return name
-
-
-#: ``--model-control`` modes: what may change the served models after start-up.
-MODEL_CONTROL = {
-    "none": "the models found at start-up, fixed: load/unload calls are refused",
-    "explicit": "the models found at start-up, then load/unload/reload through the API (default)",
-    "poll": "as explicit, and the directory is scanned every --poll-seconds: new packages load, "
-            "changed ones reload, removed ones unload",
-}
-DEFAULT_MODEL_CONTROL = "explicit"
 
 
 class NoRepositoryError(GanportError):

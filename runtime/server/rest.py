@@ -37,7 +37,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
-import grpc
+from ganport.extras import require
+
+require("serve", "the ganport server")  # one line naming the extra, not a ModuleNotFoundError for grpc
+
+import grpc  # noqa: E402
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette

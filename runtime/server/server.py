@@ -38,7 +38,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Coroutine, Iterable, Mapping, Optional, Union
 
-import grpc
+from ganport.extras import require
+
+require("serve", "the ganport server")  # one line naming the extra, not a ModuleNotFoundError for grpc
+
+import grpc  # noqa: E402
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 import itertools
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Optional
 
-import grpc
+from ganport.extras import require
+
+require("serve", "the ganport server")  # one line naming the extra, not a ModuleNotFoundError for grpc
+
+import grpc  # noqa: E402
 import numpy as np
 
 from ganport.errors import InvalidInputError, ModelNotFoundError, ResourceExhaustedError
