@@ -26,7 +26,6 @@ import logging
 import multiprocessing as mp
 import queue
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 

@@ -75,15 +75,20 @@ def test_word_result(quick_run):
     out, stdout = quick_run
     result = _load(out, "word")
     paths = [row["path"] for row in result["rows"]]
-    assert len(paths) == 5 and paths[0].startswith("in-process")
-    assert paths[-2:] == ["gRPC, cache on, miss (new seed per call)", "gRPC, cache on, hit (same seed)"]
+    assert len(paths) == 6 and paths[0].startswith("in-process")
+    assert paths[-3:] == ["gRPC ListModels (round-trip floor)", "gRPC, cache on, miss (new seed per call)",
+                          "gRPC, cache on, hit (same seed)"]
     for row in result["rows"]:
         assert row["calls"] >= 5
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["words_per_s"] > 0
     assert result["headline"] and result["headline"][0]["value"] > 0
-    cache = result["headline"][1]
+    cache, handling = result["headline"][1], result["headline"][2]
     assert cache["name"].startswith("RenderWord with --cache-mb") and cache["value"] > 1, cache
+    # The server's own handling time: a hit skips the model, so it is far cheaper than a miss.
+    assert "server handling time" in handling["name"] and handling["value"] > 1, handling
+    miss, hit = result["rows"][-2:]
+    assert miss["server_ms"] > hit["server_ms"] > 0
     assert "headline figures" in stdout and "RenderWord" in stdout
 
 
@@ -108,7 +113,7 @@ def test_peer_benchmark_reports_ganport_without_the_peer(peer_run):
     assert reason_lines and all("GANPORT_BENCH_PEER=off" in line for line in reason_lines)
     assert result["notes"][0] == "Triton peer not measured: skipped (GANPORT_BENCH_PEER=off)"
     rows = result["rows"]
-    assert {r["server"] for r in rows} == {"ganport", "ganport-mb1"}  # no Triton row, nothing invented
+    assert {r["server"] for r in rows} == {"ganport", "ganport-mb1", "ganport-i2"}  # no Triton row, nothing invented
     assert {(r["load"], r["protocol"]) for r in rows if r["server"] == "ganport"} == {
         (load, protocol) for load in ("many", "batch64", "sequential") for protocol in ("kserve", "native")}
     for row in rows:
