@@ -83,6 +83,15 @@ def export_package(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                       triton_device=triton_device, max_batch=max_batch, overwrite=overwrite).path
 
 
+def default_model_name(out_dir: Path) -> str:
+    """The model name a package exported to ``out_dir`` gets when none is given: the folder's name,
+    or its parent's for a version folder (``repo/digits/2`` is version 2 of ``digits``, the layout
+    ``ganport serve`` reads)."""
+    from ganport.runtime.server.versions import is_version  # stdlib-only module: no server deps
+
+    return out_dir.parent.name if is_version(out_dir.name) and out_dir.parent.name else out_dir.name
+
+
 def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                formats: Iterable[str] | str | None = None, *, name: str | None = None,
                opset: int | None = None, fp16: bool = False, verify: bool = True,
@@ -108,7 +117,7 @@ def run_export(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
     _check_destination(out_dir, overwrite)
 
     ckpt = load_checkpoint(checkpoint)
-    info = _model_info(ckpt, name or out_dir.name, file_sha256(checkpoint))
+    info = _model_info(ckpt, name or default_model_name(out_dir), file_sha256(checkpoint))
     info.provenance = dict(provenance or {})
     networks = {role: build_from_checkpoint(ckpt, role) for role in ("generator", "encoder")
                 if role in ckpt["networks"] and (role == "generator" or info.has_encoder)}

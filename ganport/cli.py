@@ -27,11 +27,19 @@ _COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error:`` line (exit 2), not the usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Build the full argument parser with every registered sub-command."""
+    """Build the full argument parser with every registered sub-command (sub-parsers inherit
+    :class:`_Parser`, so a usage error anywhere is one ``error:`` line)."""
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ganport",
         description="Train, export and serve image generators (GAN, cGAN, AAE).",
     )

@@ -67,7 +67,8 @@ def test_runtime_and_inference_service_agree():
     assert model["runtime"] == runtime["metadata"]["name"]
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
-    assert {"v2", "grpc-v2"} <= set(runtime["spec"]["protocolVersions"])
+    # One routed port: REST v2 on the declared container port (grpc-v2 would need gRPC's port there).
+    assert runtime["spec"]["protocolVersions"] == ["v2"]
     [container] = runtime["spec"]["containers"]
     assert container["name"] == "kserve-container"  # the name KServe looks for
     args = [str(a) for a in container["args"]]

@@ -257,6 +257,13 @@ def test_triton_options(tiny_checkpoint, tmp_path):
     assert read_manifest(out).exporter in ("dynamo", "legacy")
 
 
+def test_a_version_folder_is_named_after_its_model(tiny_checkpoint, tmp_path):
+    """``-o repo/digits/2`` (Triton's layout, as ``ganport serve`` reads it) is version 2 of ``digits``."""
+    out = export_package(tiny_checkpoint("gan"), tmp_path / "repo" / "digits" / "2", ["onnx"])
+    assert read_manifest(out).name == "digits"
+    assert read_manifest(export_package(tiny_checkpoint("gan"), tmp_path / "faces", ["onnx"])).name == "faces"
+
+
 # --- options, formats, errors --------------------------------------------------------------
 
 

@@ -664,5 +664,10 @@ def test_two_instances_give_every_caller_its_own_images(models_dir, gens):
         for i, reply in enumerate(replies):
             np.testing.assert_array_equal(batch_to_array(reply.images), gen.generate(1 + i % 7, seed=200 + i))
         assert srv.models.get_model("glyphs").batcher.instances == 2
+        # Triton clients read the instance count from the model config.
+        import tritonclient.grpc as grpcclient
+
+        config = grpcclient.InferenceServerClient(f"127.0.0.1:{port}").get_model_config("glyphs").config
+        assert [group.count for group in config.instance_group] == [2]
     finally:
         srv.stop(grace=1)

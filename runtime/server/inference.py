@@ -197,14 +197,14 @@ def model_config(model: ServedModel, version_policy: Any = None) -> dict[str, An
     The same shape ``ganport export --format triton`` writes to ``config.pbtxt``: implicit batch
     axis with ``max_batch_size`` = the batcher's max batch, ``z`` ``[latent_dim]``, ``label``
     ``[1]`` reshaped to ``[]``, ``image`` ``[C, H, W]``, dynamic batching with the server's max
-    delay and queue size, one instance on the model's device, the model's version policy
+    delay and queue size, the batcher's instances (``--instances``) on the model's device, the model's version policy
     (a :class:`~.versions.VersionPolicy`; None: ``latest:1``), and the manifest JSON in the
     ``ganport.metadata`` parameter.
     """
     info, batcher = model.info, model.batcher
     spec = info.io_spec()
     device = model.device
-    group: dict[str, Any] = {"name": model.name, "kind": "KIND_CPU", "count": 1}
+    group: dict[str, Any] = {"name": model.name, "kind": "KIND_CPU", "count": int(batcher.instances)}
     if device.startswith("cuda"):
         group["kind"] = "KIND_GPU"
         group["gpus"] = [int(device.partition(":")[2] or 0)]

@@ -76,7 +76,7 @@ class CallGuard:
                 value = item
                 break
         if value is None:
-            message = "missing token: send metadata 'authorization: Bearer <token>'"
+            message = "missing token: send 'authorization: Bearer <token>' (gRPC metadata or HTTP header)"
         else:
             given = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
             if hmac.compare_digest(given, self._expected):

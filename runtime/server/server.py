@@ -47,7 +47,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from ganport.errors import GanportError, PackageError
+from ganport.errors import GanportError, InvalidInputError, PackageError
 from ganport.runtime.manifest import MANIFEST_NAME
 from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
@@ -101,7 +101,11 @@ def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAUL
     selected = {}
     for name, versions in found.items():
         config = config_path(path, name)
-        policy = (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
+        try:
+            policy = (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"model {name!r}: {exc.message} ({config})",
+                                    hint="fix or remove the file; see Triton's version_policy syntax") from exc
         selected[name] = {v: versions[v] for v in policy.select(versions)}
     return selected
 
@@ -452,6 +456,12 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     """
     if instances < 1:
         raise GanportError(f"instances must be >= 1, got {instances}")
+    # grpc would wrap an out-of-range port around (99999 -> 34463) and serve there.
+    address_port = address.rsplit(":", 1)[-1] if ":" in address else ""
+    for what, port in (("port", address_port if address_port.lstrip("-").isdigit() else None),
+                       ("http_port", http_port), ("metrics_port", metrics_port)):
+        if port is not None and not (str(port).isdigit() and 0 <= int(port) <= 65535):
+            raise InvalidInputError(f"invalid {what} {port!r}: use 0..65535 (0 picks a free one)")
     if workers < 1:
         raise GanportError(f"workers must be >= 1, got {workers}")
     receive = int((max_receive_mb or max_message_mb) * MIB)
