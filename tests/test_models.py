@@ -262,3 +262,61 @@ def test_auxiliary_class_loss_is_cross_entropy() -> None:
     sure = torch.full((4, 10), -20.0)
     sure[torch.arange(4), torch.arange(4)] = 20.0
     assert float(auxiliary_class_loss(sure, torch.arange(4))) < 1e-6
+
+
+def test_hinge_loss_terms() -> None:
+    logits = torch.tensor([[2.0], [0.0], [-3.0]])
+    # D: relu(1 - D(x)) on real, relu(1 + D(G(z))) on fake; G: -D(G(z)).
+    assert LOSSES["hinge"].fn(logits, "real").item() == pytest.approx((0 + 1 + 4) / 3)
+    assert LOSSES["hinge"].fn(logits, "fake").item() == pytest.approx((3 + 1 + 0) / 3)
+    assert LOSSES["hinge"].fn(logits, "generator").item() == pytest.approx(1 / 3)
+
+
+def test_loss_table_and_config_choices_agree() -> None:
+    from ganport.trainer.config import LOSS_NAMES
+
+    assert set(LOSS_NAMES) == set(LOSSES)
+
+
+@pytest.mark.parametrize("kind", ["cgan", "cdcgan"])
+def test_spectral_norm_bounds_the_discriminator_layers_and_rebuilds(kind: str) -> None:
+    nets = build_networks(kind, [1, 16, 16], N_CLASSES, LATENT, aux_classifier=True, projection=True,
+                          spectral_norm=True)
+    d = nets["discriminator"]
+    assert d.init_args["spectral_norm"] is True
+    with torch.no_grad():
+        for module in d.modules():  # scale a weight up: spectral norm must undo it
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module is not d.aux_head:
+                module.parametrizations.weight.original.mul_(50.0)
+    d.train()
+    x, y = torch.randn(4, 1, 16, 16), torch.arange(4)
+    for _ in range(30):  # power iterations run in training-mode forwards
+        d(x, y)
+    normalised = [m for m in d.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+                  and hasattr(m, "parametrizations")]
+    assert normalised and d.aux_head not in normalised
+    for module in normalised:
+        weight = module.weight.detach().flatten(1)
+        assert torch.linalg.matrix_norm(weight, ord=2).item() == pytest.approx(1.0, rel=0.05)
+    rebuilt = rebuild_network(type(d).__name__, d.init_args)
+    rebuilt.load_state_dict(d.state_dict())
+    d.eval(), rebuilt.eval()
+    assert torch.equal(d(x, y), rebuilt(x, y))
+
+
+def test_conditional_batchnorm_generator_uses_the_label_in_every_layer() -> None:
+    g = build_networks("cgan", [1, 16, 16], N_CLASSES, LATENT, conditional_bn=True)["generator"]
+    assert g.init_args["conditional_bn"] is True
+    g.train()
+    g(torch.randn(16, LATENT), torch.arange(16) % N_CLASSES)  # BatchNorm statistics
+    g.eval()
+    z = torch.randn(2, LATENT)
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        before = g(z, labels)
+        g.norms[-1].gain.weight[1].mul_(3.0)  # class 1's gain in the last hidden layer only
+        after = g(z, labels)
+    assert torch.equal(before[0], after[0]) and not torch.allclose(before[1], after[1])
+    rebuilt = rebuild_network("CondMLPGenerator", g.init_args)
+    rebuilt.load_state_dict(g.state_dict())
+    assert torch.equal(rebuilt.eval()(z, labels), after)

@@ -111,7 +111,7 @@ def test_every_kind_trains_through_the_cli(kind: str, tmp_path: Path, capsys: py
     assert image.shape == (2, 1, 16, 16)
 
 
-@pytest.mark.parametrize("loss", ["minimax", "lsgan"])
+@pytest.mark.parametrize("loss", ["minimax", "lsgan", "hinge"])
 def test_other_losses_train(loss: str, tmp_path: Path) -> None:
     assert _train_cli(tmp_path, "gan", "--steps", "3", "--log-every", "1", "--loss", loss) == 0
     rows = _metrics(tmp_path / "run")
@@ -120,6 +120,17 @@ def test_other_losses_train(loss: str, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == loss
     if loss == "minimax":
         assert all(r["g_loss"] < 0 for r in rows)  # -BCE(D(G(z)), 0) is negative
+
+
+def test_spectral_norm_and_conditional_bn_train_through_the_cli(tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "cgan", "--steps", "3", "--log-every", "1", "--loss", "hinge",
+                      "--spectral-norm", "--conditional-bn") == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert ckpt["config"]["spectral_norm"] is True and ckpt["config"]["conditional_bn"] is True
+    assert ckpt["networks"]["discriminator"]["init_args"]["spectral_norm"] is True
+    generator = build_from_checkpoint(ckpt)
+    assert generator.init_args["conditional_bn"] is True
+    assert generator(torch.randn(2, 8), torch.tensor([0, 1])).shape == (2, 1, 16, 16)
 
 
 def test_amp_on_cpu_uses_bfloat16_and_trains(tmp_path: Path) -> None:
@@ -318,7 +329,7 @@ def test_unknown_kind_and_dataset_list_the_choices(tmp_path: Path, capsys: pytes
 @pytest.mark.parametrize("args, message", [
     (["gan", "--arch", "simpsons"], "convolutional kinds only"),
     (["cgan", "--ema", "1.5"], "ema=1.5"),
-    (["gan", "--loss", "hinge"], "bce, minimax, lsgan"),
+    (["gan", "--loss", "wasserstein"], "bce, minimax, lsgan, hinge"),
     (["gan", "--batch-size", "0"], "batch_size=0"),
     (["gan", "--dataset-option", "oops"], "KEY=VALUE"),
 ])
@@ -512,6 +523,7 @@ def test_auxiliary_loss_teaches_the_discriminator_to_classify(tmp_path: Path) ->
     (["gan", "--aux-weight", "1"], "conditional kinds only"),
     (["cgan", "--d-conditioning", "hinge"], "concat, projection"),
     (["dcgan", "--d-conditioning", "projection"], "conditional kinds only"),
+    (["cdcgan", "--conditional-bn"], "cgan only"),
 ])
 def test_bad_conditioning_options_exit_2(args: list[str], message: str, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 # home; the networks live in :mod:`ganport.trainer.models`.
 #: Kinds whose generator is convolutional (the only ones ``arch`` applies to).
 CONV_KINDS = ("dcgan", "cdcgan", "aae")
-LOSS_NAMES = ("bce", "minimax", "lsgan")
+LOSS_NAMES = ("bce", "minimax", "lsgan", "hinge")
 #: How a conditional discriminator sees the label (``d_conditioning``).
 D_CONDITIONINGS = ("concat", "projection")
 #: ``aux_weight`` a conditional kind gets when it is left unset (None).
@@ -87,7 +87,8 @@ class TrainConfig:
     epochs: int = field(default=20, metadata=_help("passes over the data set (ignored when steps is set)"))
     steps: int | None = field(default=None, metadata=_help("total training steps; overrides epochs when set"))
     loss: str = field(default="bce", metadata=_help(
-        "adversarial loss (bce: non-saturating, lsgan: least squares)", choices=LOSS_NAMES))
+        "adversarial loss (bce: non-saturating, lsgan: least squares, hinge: margin 1 for D)",
+        choices=LOSS_NAMES))
     lr_g: float = field(default=2e-4, metadata=_help("Adam learning rate of the generator"))
     lr_d: float = field(default=2e-4, metadata=_help("Adam learning rate of the discriminator"))
     lr_e: float = field(default=2e-4, metadata=_help("Adam learning rate of the encoder (aae only)"))
@@ -119,6 +120,11 @@ class TrainConfig:
         f"extra plane for cdcgan; the classic cGAN) or projection (Miyato & Koyama 2018: <embed(y), "
         f"features(x)> added to the logit) (default {DEFAULT_D_CONDITIONING} for conditional kinds)",
         choices=D_CONDITIONINGS))
+    spectral_norm: bool = field(default=False, metadata=_help(
+        "spectral normalisation of the discriminator's layers (Miyato et al. 2018)"))
+    conditional_bn: bool = field(default=False, metadata=_help(
+        "cgan: per-class gains and biases on the generator's BatchNorm layers (conditional batch "
+        "normalisation), besides the label embedding at its input"))
     num_workers: int = field(default=0, metadata=_help(
         "DataLoader worker processes (0: load in the main process; data is in memory)"))
     resume: str | None = field(default=None, metadata=_help(
@@ -162,6 +168,8 @@ class TrainConfig:
         # Configs written before these options existed trained the classic cGAN.
         values.setdefault("aux_weight", 0.0)
         values.setdefault("d_conditioning", "concat")
+        values.setdefault("spectral_norm", False)
+        values.setdefault("conditional_bn", False)
         values["dataset_options"] = dict(values.get("dataset_options") or {})
         return cls(**values)
 
@@ -233,6 +241,8 @@ class TrainConfig:
         if not conditional and self.d_conditioning != "concat":
             raise InvalidInputError(f"d_conditioning={self.d_conditioning!r} applies to conditional kinds only",
                                     hint="use cgan or cdcgan")
+        if self.conditional_bn is True and self.kind != "cgan":
+            raise InvalidInputError(f"conditional_bn applies to cgan only, not {self.kind!r}")
         if self.arch != "default" and self.kind not in CONV_KINDS:
             raise InvalidInputError(f"arch={self.arch!r} applies to convolutional kinds only, not {self.kind!r}",
                                     hint=f"use --arch default, or a kind among {', '.join(CONV_KINDS)}")
@@ -260,8 +270,9 @@ class TrainConfig:
         if not isinstance(self.ema, (int, float)) or isinstance(self.ema, bool) or not 0 <= self.ema < 1:
             raise InvalidInputError(f"ema={self.ema!r} must be a decay in [0, 1) (0 turns EMA off)",
                                     hint="typical values are 0.999 or 0.9999")
-        if not isinstance(self.amp, bool):
-            raise InvalidInputError(f"amp={self.amp!r} must be true or false")
+        for name in ("amp", "spectral_norm", "conditional_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.dataset_options, dict):
             raise InvalidInputError("dataset_options must be a mapping of option name to value")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name

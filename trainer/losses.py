@@ -82,6 +82,29 @@ def least_squares(logits: torch.Tensor, target: str) -> torch.Tensor:
     return 0.5 * F.mse_loss(logits, torch.full_like(logits, value))
 
 
+def hinge(logits: torch.Tensor, target: str) -> torch.Tensor:
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018, with spectral normalisation).
+
+    D minimises ``relu(1 - D(x))`` on real and ``relu(1 + D(G(z)))`` on generated images; G
+    minimises ``-D(G(z))``. D stops pushing on images it already judges with a margin of 1.
+
+    Args:
+        logits: discriminator output ``[N, 1]`` (used as a score, no sigmoid).
+        target: ``"real"``, ``"fake"`` or ``"generator"``.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> float(hinge(torch.tensor([[2.0], [0.0]]), "real"))  # relu(1 - 2), relu(1 - 0)
+        0.5
+    """
+    if target == "generator":
+        return -logits.float().mean()
+    sign = -1.0 if target == "real" else 1.0
+    return F.relu(1.0 + sign * logits.float()).mean()
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """One row of the loss table.
@@ -103,6 +126,7 @@ LOSSES: dict[str, LossSpec] = {
     "bce": LossSpec(nonsaturating_bce, torch.sigmoid, "non-saturating binary cross-entropy (default)"),
     "minimax": LossSpec(minimax_bce, torch.sigmoid, "original minimax binary cross-entropy"),
     "lsgan": LossSpec(least_squares, lambda logits: logits, "least squares (LSGAN, MSE)"),
+    "hinge": LossSpec(hinge, lambda logits: logits, "hinge (margin 1 for D, -D(G(z)) for G)"),
 }
 
 

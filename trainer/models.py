@@ -60,6 +60,11 @@ class _Recorded(nn.Module):
         self.init_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
 
 
+def _sn(module: nn.Module, on: bool) -> nn.Module:
+    """``module`` with spectral normalisation of its weight when ``on`` (Miyato et al. 2018)."""
+    return nn.utils.parametrizations.spectral_norm(module) if on else module
+
+
 def _mlp_block(in_features: int, out_features: int, normalize: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Linear(in_features, out_features)]
     if normalize:
@@ -102,6 +107,26 @@ class MLPGenerator(_Recorded):
         return self.model(z).view(z.shape[0], *self.img_shape)
 
 
+class _ConditionalBatchNorm1d(nn.Module):
+    """BatchNorm without its own affine, then a per-class gain and bias (de Vries et al. 2017).
+
+    Args:
+        features: width of the normalised features.
+        n_classes: number of classes (one gain and one bias row per class).
+    """
+
+    def __init__(self, features: int, n_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(features, affine=False)
+        self.gain = nn.Embedding(n_classes, features)
+        self.bias = nn.Embedding(n_classes, features)
+        nn.init.ones_(self.gain.weight)  # starts as the identity, like BatchNorm's own affine
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * self.gain(label) + self.bias(label)
+
+
 class CondMLPGenerator(_Recorded):
     """Label-embedding MLP generator G(z, y) of the conditional GAN.
 
@@ -111,21 +136,38 @@ class CondMLPGenerator(_Recorded):
         img_shape: output image shape ``[C, H, W]``.
         embed_dim: size of the label embedding (default ``n_classes``).
         hidden: widths of the hidden layers.
+        conditional_bn: besides the label embedding at the input, give every BatchNorm a
+            per-class gain and bias (conditional batch normalisation), so the label steers
+            every layer, not only the first.
     """
 
     def __init__(self, latent_dim: int, n_classes: int, img_shape: list[int],
-                 embed_dim: int | None = None, hidden: list[int] = (128, 256, 512, 1024)):
+                 embed_dim: int | None = None, hidden: list[int] = (128, 256, 512, 1024),
+                 conditional_bn: bool = False):
         super().__init__()
         embed_dim = int(embed_dim or n_classes)
         self._record(latent_dim=latent_dim, n_classes=n_classes, img_shape=img_shape,
-                     embed_dim=embed_dim, hidden=hidden)
+                     embed_dim=embed_dim, hidden=hidden, conditional_bn=conditional_bn)
         self.img_shape = tuple(img_shape)
         self.label_emb = nn.Embedding(n_classes, embed_dim)
-        self.model = _MLPGeneratorTrunk(latent_dim + embed_dim, list(hidden), list(img_shape))
+        self.conditional_bn = conditional_bn
+        if not conditional_bn:
+            self.model = _MLPGeneratorTrunk(latent_dim + embed_dim, list(hidden), list(img_shape))
+            return
+        widths = [latent_dim + embed_dim, *hidden]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        # As in the plain trunk, the first hidden layer is not normalised.
+        self.norms = nn.ModuleList(_ConditionalBatchNorm1d(h, n_classes) for h in hidden[1:])
+        self.out = nn.Linear(widths[-1], math.prod(img_shape))
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         x = torch.cat([z, self.label_emb(label)], dim=1)
-        return self.model(x).view(z.shape[0], *self.img_shape)
+        if not self.conditional_bn:
+            return self.model(x).view(z.shape[0], *self.img_shape)
+        x = nn.functional.leaky_relu(self.linears[0](x), 0.2)
+        for linear, norm in zip(self.linears[1:], self.norms):
+            x = nn.functional.leaky_relu(norm(linear(x), label), 0.2)
+        return torch.tanh(self.out(x)).view(z.shape[0], *self.img_shape)
 
 
 class MLPDiscriminator(_Recorded):
@@ -142,31 +184,34 @@ class MLPDiscriminator(_Recorded):
         projection: condition by projection (Miyato & Koyama 2018): the logit gets
             ``<embed(y), features(x)>`` added instead of the label embedding being concatenated
             with the image. Needs ``n_classes`` > 0.
+        spectral_norm: spectral normalisation (Miyato et al. 2018) of every layer on the path
+            to the adversarial logit (hidden layers, logit layer, projection embedding); the
+            auxiliary class head stays unnormalised.
     """
 
     def __init__(self, img_shape: list[int], n_classes: int = 0,
                  hidden: list[int] = (512, 256), dropout: float = 0.0, aux_classes: int = 0,
-                 projection: bool = False):
+                 projection: bool = False, spectral_norm: bool = False):
         super().__init__()
         if projection and not n_classes:
             raise InvalidInputError("a projection discriminator needs n_classes > 0")
         self._record(img_shape=img_shape, n_classes=n_classes, hidden=hidden, dropout=dropout,
-                     aux_classes=aux_classes, projection=projection)
+                     aux_classes=aux_classes, projection=projection, spectral_norm=spectral_norm)
         concat = n_classes if n_classes and not projection else 0
         self.label_emb = nn.Embedding(n_classes, n_classes) if concat else None
         layers: list[nn.Module] = []
         width = math.prod(img_shape) + concat
         for i, h in enumerate(hidden):
-            layers.append(nn.Linear(width, h))
+            layers.append(_sn(nn.Linear(width, h), spectral_norm))
             if dropout and i > 0:
                 layers.append(nn.Dropout(dropout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width = h
-        layers.append(nn.Linear(width, 1))
+        layers.append(_sn(nn.Linear(width, 1), spectral_norm))
         # One Sequential named ``model`` (hidden layers + logit layer), the layout checkpoints
         # written before the extra heads existed hold.
         self.model = nn.Sequential(*layers)
-        self.proj_emb = nn.Embedding(n_classes, width) if projection else None
+        self.proj_emb = _sn(nn.Embedding(n_classes, width), spectral_norm) if projection else None
         self.aux_head = nn.Linear(width, aux_classes) if aux_classes else None
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None,
@@ -272,13 +317,14 @@ class CondDCGenerator(_Recorded):
 class _ConvDownsampler(nn.Sequential):
     """(conv stride 2, LeakyReLU, dropout, BN) blocks down to a few pixels, then flatten."""
 
-    def __init__(self, in_channels: int, size: int, base_channels: int, max_channels: int = 256):
+    def __init__(self, in_channels: int, size: int, base_channels: int, max_channels: int = 256,
+                 spectral_norm: bool = False):
         layers: list[nn.Module] = []
         channels, width = in_channels, size
         out = base_channels
         first = True
         while width > 4:
-            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            layers += [_sn(nn.Conv2d(channels, out, 3, stride=2, padding=1), spectral_norm), nn.LeakyReLU(0.2, inplace=True),
                        nn.Dropout2d(0.25)]
             if not first:
                 layers.append(nn.BatchNorm2d(out))
@@ -301,24 +347,26 @@ class DCDiscriminator(_Recorded):
             :class:`MLPDiscriminator`).
         projection: condition by projection instead of the label plane (see
             :class:`MLPDiscriminator`).
+        spectral_norm: spectral normalisation of the convolutions, the logit layer and the
+            projection embedding (see :class:`MLPDiscriminator`).
     """
 
     def __init__(self, img_shape: list[int], n_classes: int = 0, base_channels: int = 32,
-                 aux_classes: int = 0, projection: bool = False):
+                 aux_classes: int = 0, projection: bool = False, spectral_norm: bool = False):
         super().__init__()
         if projection and not n_classes:
             raise InvalidInputError("a projection discriminator needs n_classes > 0")
         self._record(img_shape=img_shape, n_classes=n_classes, base_channels=base_channels,
-                     aux_classes=aux_classes, projection=projection)
+                     aux_classes=aux_classes, projection=projection, spectral_norm=spectral_norm)
         size = _image_size(img_shape)
         self.size = size
         plane = bool(n_classes) and not projection
         self.label_emb = nn.Embedding(n_classes, size * size) if plane else None
         in_channels = img_shape[0] + (1 if plane else 0)
-        self.features = _ConvDownsampler(in_channels, size, base_channels)
+        self.features = _ConvDownsampler(in_channels, size, base_channels, spectral_norm=spectral_norm)
         width = self.features.out_features
-        self.head = nn.Linear(width, 1)
-        self.proj_emb = nn.Embedding(n_classes, width) if projection else None
+        self.head = _sn(nn.Linear(width, 1), spectral_norm)
+        self.proj_emb = _sn(nn.Embedding(n_classes, width), spectral_norm) if projection else None
         self.aux_head = nn.Linear(width, aux_classes) if aux_classes else None
 
     def forward(self, image: torch.Tensor, label: torch.Tensor | None = None,
@@ -379,7 +427,8 @@ KIND_DESCRIPTIONS = {
 
 def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: int,
                    arch: str = "default", *, aux_classifier: bool = False,
-                   projection: bool = False) -> dict[str, nn.Module]:
+                   projection: bool = False, spectral_norm: bool = False,
+                   conditional_bn: bool = False) -> dict[str, nn.Module]:
     """Create the networks of one model kind with dimensions taken from the data set.
 
     Args:
@@ -392,6 +441,9 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
             over the ``n_classes`` classes (AC-GAN; ``TrainConfig.aux_weight`` > 0).
         projection: conditional kinds: a projection discriminator instead of the label
             concatenated with the image (``TrainConfig.d_conditioning="projection"``).
+        spectral_norm: spectral normalisation in the discriminator (``TrainConfig.spectral_norm``).
+        conditional_bn: cgan: per-class BatchNorm gains and biases in the generator
+            (``TrainConfig.g_conditioning="batchnorm"``).
 
     Returns:
         ``{"generator": ..., "discriminator": ...}`` plus ``"encoder"`` for ``aae``.
@@ -412,23 +464,24 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
     if (aux_classifier or projection) and kind not in CONDITIONAL_KINDS:
         raise InvalidInputError(f"an auxiliary classifier or projection discriminator needs a conditional "
                                 f"kind, not {kind!r}", hint=f"use {' or '.join(CONDITIONAL_KINDS)}")
-    cond = {"aux_classes": n_classes if aux_classifier else 0, "projection": projection}
+    sn = {"spectral_norm": spectral_norm}
+    cond = {"aux_classes": n_classes if aux_classifier else 0, "projection": projection, **sn}
     preset = ARCH_PRESETS[arch]
     if kind == "gan":
         return {"generator": MLPGenerator(latent_dim, img_shape),
-                "discriminator": MLPDiscriminator(img_shape)}
+                "discriminator": MLPDiscriminator(img_shape, **sn)}
     if kind == "cgan":
-        return {"generator": CondMLPGenerator(latent_dim, n_classes, img_shape),
+        return {"generator": CondMLPGenerator(latent_dim, n_classes, img_shape, conditional_bn=conditional_bn),
                 "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), dropout=0.4,
                                                   **cond)}
     if kind == "dcgan":
         return {"generator": DCGenerator(latent_dim, img_shape, **preset),
-                "discriminator": DCDiscriminator(img_shape)}
+                "discriminator": DCDiscriminator(img_shape, **sn)}
     if kind == "cdcgan":
         return {"generator": CondDCGenerator(latent_dim, n_classes, img_shape, **preset),
                 "discriminator": DCDiscriminator(img_shape, n_classes, **cond)}
     return {"generator": DCGenerator(latent_dim, img_shape, **preset),
-            "discriminator": DCDiscriminator(img_shape),
+            "discriminator": DCDiscriminator(img_shape, **sn),
             "encoder": Encoder(img_shape, latent_dim)}
 
 

@@ -70,6 +70,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ganport.atomic import clean_debris
 from ganport.errors import CheckpointError, InvalidInputError
@@ -228,7 +229,8 @@ class _Trainer:
         cfg = self.config
         nets = build_networks(cfg.kind, self.info.image_shape, self.info.n_classes, cfg.latent_dim,
                               arch=cfg.arch, aux_classifier=self.aux_weight > 0,
-                              projection=cfg.d_conditioning == "projection")
+                              projection=cfg.d_conditioning == "projection",
+                              spectral_norm=cfg.spectral_norm, conditional_bn=cfg.conditional_bn)
         self.nets = {role: net.to(self.device) for role, net in nets.items()}
         lrs = {"generator": cfg.lr_g, "discriminator": cfg.lr_d, "encoder": cfg.lr_e}
         self.optimizers = {role: torch.optim.Adam(net.parameters(), lr=lrs[role],
@@ -407,7 +409,9 @@ class _Trainer:
 
         self._zero_grad("discriminator")
         aux = self.aux_weight > 0
-        with self._autocast():
+        # Spectral norm: one normalised weight per layer for both D passes (real and fake), not
+        # one per pass; the weights only change at the optimizer step.
+        with self._autocast(), parametrize.cached():
             if aux:
                 real_logits, real_classes = self._discriminate(real, real_labels, with_classes=True)
             else:
