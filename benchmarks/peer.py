@@ -583,13 +583,15 @@ def _report_model(result: dict[str, Any], name: str, rows: list[dict[str, Any]],
     no_peer = f"Triton not measured: {state['reason']}" if state["reason"] else "Triton not measured"
     g, n, t = find("many", "ganport", "kserve"), find("many", "ganport", "native"), find("many", "triton", "kserve")
     target = TARGETS.get(f"many_{name}")
-    if t:
-        ratio = g["images_per_s"] / t["images_per_s"]
+    def versus_triton(title: str, ours: dict[str, Any], native: dict[str, Any], peer: dict[str, Any]) -> None:
+        ratio = ours["images_per_s"] / peer["images_per_s"]
         result["headline"].append(headline(
-            f"{many} clients x 1 image, {name}: ganport / Triton img/s (tritonclient for both)", ratio, "x",
-            target=f">= {target:g}x" if target else None, met=ratio >= target if target else None,
-            detail=f"{g['images_per_s']:,.0f} vs {t['images_per_s']:,.0f} img/s; ganport native "
-                   f"{n['images_per_s']:,.0f} = {n['images_per_s'] / t['images_per_s']:.2f}x"))
+            title, ratio, "x", target=f">= {target:g}x" if target else None, met=ratio >= target if target else None,
+            detail=f"{ours['images_per_s']:,.0f} vs {peer['images_per_s']:,.0f} img/s; ganport native "
+                   f"{native['images_per_s']:,.0f} = {native['images_per_s'] / peer['images_per_s']:.2f}x"))
+
+    if t:
+        versus_triton(f"{many} clients x 1 image, {name}: ganport / Triton img/s (tritonclient for both)", g, n, t)
         ratio = g["mean_batch"] / t["mean_batch"]
         result["headline"].append(headline(
             f"{many} clients x 1 image, {name}: mean batch ganport / Triton", ratio, "x", target=">= 1x",
@@ -608,12 +610,8 @@ def _report_model(result: dict[str, Any], name: str, rows: list[dict[str, Any]],
             detail=f"{g2['images_per_s']:,.0f} vs {g['images_per_s']:,.0f} img/s (tritonclient); native "
                    f"{n2['images_per_s']:,.0f}; mean batch {g2['mean_batch']:.1f}"))
     if g2 and t2:
-        ratio = g2["images_per_s"] / t2["images_per_s"]
-        result["headline"].append(headline(
-            f"{many} clients x 1 image, {name}: ganport / Triton img/s, both {INSTANCES} instances", ratio, "x",
-            target=f">= {target:g}x" if target else None, met=ratio >= target if target else None,
-            detail=f"{g2['images_per_s']:,.0f} vs {t2['images_per_s']:,.0f} img/s; native "
-                   f"{n2['images_per_s']:,.0f} = {n2['images_per_s'] / t2['images_per_s']:.2f}x"))
+        versus_triton(f"{many} clients x 1 image, {name}: ganport / Triton img/s, both {INSTANCES} instances",
+                      g2, n2, t2)
     ratio = n["images_per_s"] / g["images_per_s"]
     result["headline"].append(headline(
         f"{many} clients x 1 image, {name}: native / KServe img/s (ganport)", ratio, "x",
