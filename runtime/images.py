@@ -183,21 +183,32 @@ def decode_png(data: bytes) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+#: File name suffixes of other image formats: writing PNG bytes under them would mislead viewers.
+_OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
 def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write one uint8 ``[H, W, C]`` image to ``path`` as PNG, creating parent folders.
+    """Write one uint8 ``[H, W, C]`` image to ``path`` as PNG, atomically, creating parent folders.
 
     Returns:
         The path written.
+
+    Raises:
+        InvalidInputError: ``path`` names another image format (``.jpg``...), or cannot be written.
 
     Example:
         >>> save_png("out/grid.png", make_grid(images, nrow=4))   # doctest: +SKIP
         PosixPath('out/grid.png')
     """
+    from ganport.atomic import atomic_write
+
     path = Path(path)
+    if path.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
+        raise InvalidInputError(f"{path.name}: ganport writes PNG images, not {path.suffix}",
+                                hint=f"use {path.with_suffix('.png').name}")
     data = encode_png(image)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        atomic_write(path, lambda handle: handle.write(data))
     except OSError as exc:
         raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     logger.debug("wrote %s (%d bytes)", path, len(data))

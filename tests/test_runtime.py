@@ -693,3 +693,17 @@ def test_docstring_examples_run(module_name):
     module = importlib.import_module(f"ganport.runtime.{module_name}")
     result = doctest.testmod(module, extraglobs={"np": np})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_save_png_writes_atomically_and_refuses_other_image_suffixes(tmp_path):
+    from ganport.errors import InvalidInputError
+    from ganport.runtime.images import save_png
+
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    path = save_png(tmp_path / "out" / "grid.png", image)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), image)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["grid.png"]  # no temp file left
+    with pytest.raises(InvalidInputError, match=r"writes PNG images, not \.jpg") as info:
+        save_png(tmp_path / "grid.jpg", image)
+    assert info.value.hint == "use grid.png"
+    assert not (tmp_path / "grid.jpg").exists()
