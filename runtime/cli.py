@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,12 @@ def _render(args: argparse.Namespace) -> int:
     from ganport.runtime.images import save_png
 
     _check_range(len(args.text), "the text length", 0, MAX_TEXT_LENGTH, "render it in several parts")
+    if args.package is None and (Path(args.text) / "manifest.json").is_file():
+        # `ganport render models/glyphs -o x.png`: the package was taken for the text.
+        from ganport.errors import InvalidInputError
+
+        raise InvalidInputError(f"{args.text!r} is a model package and no text was given",
+                                hint=f'ganport render {args.text} "TEXT" -o word.png')
     gen = _load(args)
     image = gen.render_word(_unescape(args.text), seed=args.seed, noise=args.noise, spacing=args.spacing,
                             height=args.height, invert=args.invert, trim=args.trim)

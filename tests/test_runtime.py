@@ -571,6 +571,10 @@ def test_cli_errors_print_one_line(packages, tmp_path, capsys):
     assert "error: cannot render '|'" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")]) == 2
     assert "error: no model package or file at" in capsys.readouterr().err
+    # The text forgotten: the package path must not be rendered as the text.
+    assert main(["render", package, "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {package!r} is a model package and no text was given") and err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
 
 
