@@ -162,3 +162,19 @@ def reference_images(package: Path, z: np.ndarray, labels: np.ndarray | None = N
     inputs = [torch.from_numpy(z)] + ([torch.from_numpy(labels)] if labels is not None else [])
     with torch.no_grad():
         return module(*inputs).numpy()
+
+
+#: The small ONNX packages the server tests serve, by name: build_package options.
+SERVING_MODELS = {
+    "glyphs": {"kind": "cgan", "class_names": GLYPH_CLASSES},
+    "rgb": {"kind": "gan", "image_shape": (3, 8, 8), "latent_dim": 6},
+    "aae": {"kind": "aae", "latent_dim": 4, "image_shape": (1, 6, 6)},
+}
+
+
+def build_serving_models(root: str | Path, names: Sequence[str] = ("glyphs", "rgb")) -> Path:
+    """``root/NAME`` ONNX packages of :data:`SERVING_MODELS` for ``names``; returns ``root``."""
+    root = Path(root)
+    for name in names:
+        build_package(root / name, formats=("onnx",), **SERVING_MODELS[name])
+    return root

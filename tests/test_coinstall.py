@@ -23,7 +23,6 @@ import os
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
 import venv

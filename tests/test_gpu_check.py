@@ -93,12 +93,16 @@ def test_dry_run_report_layout(dry_run):
     assert report["readme_row"].startswith("| ") and report["readme_row"].count("|") == 8
 
 
+def _cpu_context(gc, tmp_path, budget: int):
+    """A tiny CPU run's Context with ``--budget budget`` seconds, writing into ``tmp_path``."""
+    args = gc.parse_args(["--out", str(tmp_path), "--budget", str(budget)])
+    return gc.Context(device="cpu", sizes=gc.TINY, workdir=tmp_path, out_dir=tmp_path, budget=float(budget),
+                      report=gc.Report(tmp_path, args, "cpu"), args=args)
+
+
 def test_a_failing_step_is_recorded_and_the_next_runs(tmp_path):
     gc = _load_module()
-    args = gc.parse_args(["--out", str(tmp_path), "--budget", "100"])
-    report = gc.Report(tmp_path, args, "cpu")
-    ctx = gc.Context(device="cpu", sizes=gc.TINY, workdir=tmp_path, out_dir=tmp_path, budget=100.0,
-                     report=report, args=args)
+    ctx = _cpu_context(gc, tmp_path, 100)
 
     def boom(_ctx, _step):
         raise RuntimeError("planted failure")
@@ -118,10 +122,7 @@ def test_a_failing_step_is_recorded_and_the_next_runs(tmp_path):
 
 def test_budget_skips_what_does_not_fit(tmp_path):
     gc = _load_module()
-    args = gc.parse_args(["--out", str(tmp_path), "--budget", "0"])
-    report = gc.Report(tmp_path, args, "cpu")
-    ctx = gc.Context(device="cpu", sizes=gc.TINY, workdir=tmp_path, out_dir=tmp_path, budget=0.0,
-                     report=report, args=args)
+    ctx = _cpu_context(gc, tmp_path, 0)
     ran = []
     step = gc.run_step(ctx, "train", lambda _c, _s: ran.append(1))
     assert step.status == "skipped" and step.error.startswith("budget:") and not ran

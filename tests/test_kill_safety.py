@@ -19,7 +19,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 
 from ganport.atomic import STALE_AFTER, atomic_write, clean_debris, owner_tag
 

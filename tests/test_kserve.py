@@ -40,9 +40,7 @@ EXTENSIONS = ["model_configuration", "model_repository", "statistics"]
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("kserve-models")
-    runtime_helpers.build_package(root / "glyphs", kind="cgan", class_names=runtime_helpers.GLYPH_CLASSES,
-                                  formats=("onnx",))
-    runtime_helpers.build_package(root / "rgb", kind="gan", image_shape=(3, 8, 8), latent_dim=6, formats=("onnx",))
+    runtime_helpers.build_serving_models(root, ("glyphs", "rgb"))
     return root
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import gzip
 import http.client
-import io
 import json
 import re
 import shutil
@@ -45,9 +44,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    runtime_helpers.build_package(root / "glyphs", kind="cgan", class_names=runtime_helpers.GLYPH_CLASSES,
-                                  formats=("onnx",))
-    runtime_helpers.build_package(root / "rgb", kind="gan", image_shape=(3, 8, 8), latent_dim=6, formats=("onnx",))
+    runtime_helpers.build_serving_models(root, ("glyphs", "rgb"))
     server_helpers.build_failing_package(root / "broken")
     return root
 

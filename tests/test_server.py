@@ -42,10 +42,7 @@ TIMEOUT = 20
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    runtime_helpers.build_package(root / "glyphs", kind="cgan", class_names=runtime_helpers.GLYPH_CLASSES,
-                                  formats=("onnx",))
-    runtime_helpers.build_package(root / "rgb", kind="gan", image_shape=(3, 8, 8), latent_dim=6, formats=("onnx",))
-    runtime_helpers.build_package(root / "aae", kind="aae", latent_dim=4, image_shape=(1, 6, 6), formats=("onnx",))
+    runtime_helpers.build_serving_models(root, ("glyphs", "rgb", "aae"))
     server_helpers.build_failing_package(root / "broken")
     return root
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection_pb2
 
 import fuzz_helpers
 import runtime_helpers
@@ -43,10 +41,7 @@ SERVICES = (pb.DESCRIPTOR.services_by_name["GeneratorService"], kserve_module.SE
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
-    runtime_helpers.build_package(root / "glyphs", kind="cgan", class_names=runtime_helpers.GLYPH_CLASSES,
-                                  formats=("onnx",))
-    runtime_helpers.build_package(root / "rgb", kind="gan", image_shape=(3, 8, 8), latent_dim=6, formats=("onnx",))
-    runtime_helpers.build_package(root / "aae", kind="aae", latent_dim=4, image_shape=(1, 6, 6), formats=("onnx",))
+    runtime_helpers.build_serving_models(root, ("glyphs", "rgb", "aae"))
     return root
 
 

@@ -178,9 +178,7 @@ def test_kserve_grpc_addresses_versions(both, expected, packages):
         assert meta["versions"] == ["1", "2"]
         assert client.get_model_metadata("digits", model_version="1", as_json=True)["versions"] == ["1", "2"]
         z = Generator.load(packages["1"]).sample_latents(2, seed=7)
-        inputs = [triton.InferInput("z", [2, 8], "FP32"), triton.InferInput("label", [2, 1], "INT64")]
-        inputs[0].set_data_from_numpy(z)
-        inputs[1].set_data_from_numpy(np.full((2, 1), 3, np.int64))
+        inputs = _infer_inputs(triton, z)
         for version in ("1", "2"):
             result = client.infer("digits", inputs, model_version=version)
             assert result.get_response().model_version == version
@@ -201,6 +199,14 @@ def test_kserve_grpc_addresses_versions(both, expected, packages):
         client.close()
 
 
+def _infer_inputs(client_module, z: np.ndarray) -> list:
+    """tritonclient (grpc or http) inputs: latents ``z`` [2, 8] and label 3 for both rows."""
+    inputs = [client_module.InferInput("z", [2, 8], "FP32"), client_module.InferInput("label", [2, 1], "INT64")]
+    inputs[0].set_data_from_numpy(z)
+    inputs[1].set_data_from_numpy(np.full((2, 1), 3, np.int64))
+    return inputs
+
+
 def test_rest_versioned_routes(both, expected, packages):
     server, port = both
     base = server.http_url
@@ -213,9 +219,7 @@ def test_rest_versioned_routes(both, expected, packages):
     client = httpclient.InferenceServerClient(url=base.split("://", 1)[1])
     try:
         z = Generator.load(packages["1"]).sample_latents(2, seed=7)
-        inputs = [httpclient.InferInput("z", [2, 8], "FP32"), httpclient.InferInput("label", [2, 1], "INT64")]
-        inputs[0].set_data_from_numpy(z)
-        inputs[1].set_data_from_numpy(np.full((2, 1), 3, np.int64))
+        inputs = _infer_inputs(httpclient, z)
         for version in ("1", "2"):
             result = client.infer("digits", inputs, model_version=version)
             assert result.get_response()["model_version"] == version

@@ -58,7 +58,7 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--builtin", action="store_true",
                    help="serve the models shipped with ganport instead of MODELS_DIR: " + ", ".join(BUILTINS))
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=_port, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     from ganport.runtime.backends import BACKENDS
 
@@ -90,12 +90,12 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     p.add_argument("--token", default=None,
                    help="require 'authorization: Bearer TOKEN' (default: $GANPORT_TOKEN if set)")
-    p.add_argument("--metrics-port", type=_port, default=None, help="serve Prometheus metrics on this HTTP port")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this HTTP port")
     p.add_argument("--metrics-host", default="127.0.0.1", help="interface for the metrics port")
     p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get at shutdown (default 10)")
     p.add_argument("--drain-seconds", type=float, default=0.0,
                    help="keep serving this long with health NOT_SERVING before refusing calls (default 0)")
-    p.add_argument("--http-port", type=_port, default=None,
+    p.add_argument("--http-port", type=int, default=None,
                    help="also serve HTTP on this port: KServe v2 REST (tritonclient.http, curl), PNG "
                         "endpoints and a web page at / (default: off; 0 picks a free one; Triton uses 8000)")
     p.add_argument("--http-host", default=None, help="interface for the HTTP port (default: --host)")
@@ -120,17 +120,6 @@ def _register_serve(subparsers) -> None:
                         "version folders 1/, 2/ ...; default: its folder name), e.g. KServe's "
                         "InferenceService name for /mnt/models")
     p.set_defaults(handler=_serve)
-
-
-def _port(text: str) -> int:
-    """An argparse type for a TCP port: 0 (pick a free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use 0..65535 (0 picks a free one)")
-    return value
 
 
 def _policy_type(parse):
