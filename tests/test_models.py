@@ -320,3 +320,22 @@ def test_conditional_batchnorm_generator_uses_the_label_in_every_layer() -> None
     rebuilt = rebuild_network("CondMLPGenerator", g.init_args)
     rebuilt.load_state_dict(g.state_dict())
     assert torch.equal(rebuilt.eval()(z, labels), after)
+
+
+@pytest.mark.parametrize("kind", ["gan", "cgan", "dcgan", "cdcgan"])
+def test_discriminator_dropout_is_each_kinds_default_or_the_given_value(kind: str) -> None:
+    from ganport.trainer.config import DEFAULT_D_DROPOUT
+
+    def dropouts(d: torch.nn.Module) -> list[float]:
+        return [m.p for m in d.modules() if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d))]
+
+    default = build_networks(kind, [1, 16, 16], N_CLASSES, LATENT)["discriminator"]
+    assert set(dropouts(default)) <= {DEFAULT_D_DROPOUT[kind]}
+    assert bool(dropouts(default)) == (DEFAULT_D_DROPOUT[kind] > 0)
+    off = build_networks(kind, [1, 16, 16], N_CLASSES, LATENT, d_dropout=0.0)["discriminator"]
+    assert all(p == 0.0 for p in dropouts(off))
+    some = build_networks(kind, [1, 16, 16], N_CLASSES, LATENT, d_dropout=0.1)["discriminator"]
+    assert dropouts(some) and set(dropouts(some)) == {0.1}
+    assert some.init_args["dropout"] == 0.1
+    rebuilt = rebuild_network(type(some).__name__, some.init_args)
+    assert dropouts(rebuilt) == dropouts(some)

@@ -547,3 +547,18 @@ def test_periodic_evaluation_is_logged_with_the_losses(tmp_path: Path, monkeypat
         assert math.isfinite(row["eval_fd"]) and row["eval_fd"] >= 0
         assert math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"])
     assert any(cache.iterdir()), "the reference classifier was not cached"
+
+
+def test_discriminator_dropout_option_validates_and_old_configs_keep_theirs(tmp_path: Path) -> None:
+    from ganport.trainer.config import DEFAULT_D_DROPOUT
+
+    assert TrainConfig(kind="cgan", dataset="glyphs").validate().d_dropout == DEFAULT_D_DROPOUT["cgan"]
+    for bad in (-0.1, 1.0, "x", True):
+        with pytest.raises(InvalidInputError, match="d_dropout"):
+            TrainConfig(kind="cgan", dataset="glyphs", d_dropout=bad).validate()
+    # A config written before the option existed rebuilt its D with the kind's dropout of then.
+    assert TrainConfig.from_dict({"kind": "cgan", "dataset": "glyphs"}).d_dropout == 0.4
+    assert _train_cli(tmp_path, "cgan", "--steps", "2", "--d-dropout", "0") == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert ckpt["config"]["d_dropout"] == 0.0
+    assert ckpt["networks"]["discriminator"]["init_args"]["dropout"] == 0.0

@@ -38,6 +38,9 @@ DEFAULT_AUX_WEIGHT = 0.5
 DEFAULT_EMA = 0.999
 #: ``d_conditioning`` a conditional kind gets when it is left unset (None).
 DEFAULT_D_CONDITIONING = "projection"
+#: ``d_dropout`` each kind gets when it is left unset (None): the dropout its discriminator had
+#: before the option existed, so a checkpoint without it rebuilds the same network.
+DEFAULT_D_DROPOUT = {"gan": 0.0, "cgan": 0.4, "dcgan": 0.25, "cdcgan": 0.25, "aae": 0.25}
 DEVICES = ("auto", "cpu", "cuda")
 ARCHS = ("default", "simpsons")
 
@@ -120,6 +123,11 @@ class TrainConfig:
         f"extra plane for cdcgan; the classic cGAN) or projection (Miyato & Koyama 2018: <embed(y), "
         f"features(x)> added to the logit) (default {DEFAULT_D_CONDITIONING} for conditional kinds)",
         choices=D_CONDITIONINGS))
+    d_dropout: float | None = field(default=None, metadata=_help(
+        "dropout in the discriminator: after each hidden layer but the first (MLP kinds) or after "
+        "each convolution (2-D dropout; convolutional kinds) (default: "
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_D_DROPOUT.items())
+        + "; measurements in docs/TRAINING.md)"))
     spectral_norm: bool = field(default=False, metadata=_help(
         "spectral normalisation of the discriminator's layers (Miyato et al. 2018)"))
     conditional_bn: bool = field(default=False, metadata=_help(
@@ -170,6 +178,8 @@ class TrainConfig:
         values.setdefault("d_conditioning", "concat")
         values.setdefault("spectral_norm", False)
         values.setdefault("conditional_bn", False)
+        if values.get("d_dropout") is None and values["kind"] in DEFAULT_D_DROPOUT:
+            values["d_dropout"] = DEFAULT_D_DROPOUT[values["kind"]]
         values["dataset_options"] = dict(values.get("dataset_options") or {})
         return cls(**values)
 
@@ -231,6 +241,12 @@ class TrainConfig:
         _choice("d_conditioning", self.d_conditioning, D_CONDITIONINGS)
         if self.aux_weight is None:
             self.aux_weight = DEFAULT_AUX_WEIGHT if conditional else 0.0
+        if self.d_dropout is None:
+            self.d_dropout = DEFAULT_D_DROPOUT[self.kind]
+        if (not isinstance(self.d_dropout, (int, float)) or isinstance(self.d_dropout, bool)
+                or not 0 <= self.d_dropout < 1):
+            raise InvalidInputError(f"d_dropout={self.d_dropout!r} must be a probability in [0, 1) (0 turns it off)")
+        self.d_dropout = float(self.d_dropout)
         if (not isinstance(self.aux_weight, (int, float)) or isinstance(self.aux_weight, bool)
                 or not math.isfinite(self.aux_weight) or self.aux_weight < 0):
             raise InvalidInputError(f"aux_weight={self.aux_weight!r} must be a number >= 0 (0 turns it off)")

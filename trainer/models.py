@@ -27,6 +27,7 @@ from torch import nn
 
 from ganport.errors import InvalidInputError
 from ganport.runtime.manifest import CONDITIONAL_KINDS
+from ganport.trainer.config import DEFAULT_D_DROPOUT
 
 logger = logging.getLogger(__name__)
 
@@ -318,14 +319,14 @@ class _ConvDownsampler(nn.Sequential):
     """(conv stride 2, LeakyReLU, dropout, BN) blocks down to a few pixels, then flatten."""
 
     def __init__(self, in_channels: int, size: int, base_channels: int, max_channels: int = 256,
-                 spectral_norm: bool = False):
+                 spectral_norm: bool = False, dropout: float = 0.25):
         layers: list[nn.Module] = []
         channels, width = in_channels, size
         out = base_channels
         first = True
         while width > 4:
             layers += [_sn(nn.Conv2d(channels, out, 3, stride=2, padding=1), spectral_norm), nn.LeakyReLU(0.2, inplace=True),
-                       nn.Dropout2d(0.25)]
+                       nn.Dropout2d(dropout)]
             if not first:
                 layers.append(nn.BatchNorm2d(out))
             first = False
@@ -349,21 +350,25 @@ class DCDiscriminator(_Recorded):
             :class:`MLPDiscriminator`).
         spectral_norm: spectral normalisation of the convolutions, the logit layer and the
             projection embedding (see :class:`MLPDiscriminator`).
+        dropout: 2-D dropout probability after each convolution.
     """
 
     def __init__(self, img_shape: list[int], n_classes: int = 0, base_channels: int = 32,
-                 aux_classes: int = 0, projection: bool = False, spectral_norm: bool = False):
+                 aux_classes: int = 0, projection: bool = False, spectral_norm: bool = False,
+                 dropout: float = 0.25):
         super().__init__()
         if projection and not n_classes:
             raise InvalidInputError("a projection discriminator needs n_classes > 0")
         self._record(img_shape=img_shape, n_classes=n_classes, base_channels=base_channels,
-                     aux_classes=aux_classes, projection=projection, spectral_norm=spectral_norm)
+                     aux_classes=aux_classes, projection=projection, spectral_norm=spectral_norm,
+                     dropout=dropout)
         size = _image_size(img_shape)
         self.size = size
         plane = bool(n_classes) and not projection
         self.label_emb = nn.Embedding(n_classes, size * size) if plane else None
         in_channels = img_shape[0] + (1 if plane else 0)
-        self.features = _ConvDownsampler(in_channels, size, base_channels, spectral_norm=spectral_norm)
+        self.features = _ConvDownsampler(in_channels, size, base_channels, spectral_norm=spectral_norm,
+                                         dropout=dropout)
         width = self.features.out_features
         self.head = _sn(nn.Linear(width, 1), spectral_norm)
         self.proj_emb = _sn(nn.Embedding(n_classes, width), spectral_norm) if projection else None
@@ -428,7 +433,7 @@ KIND_DESCRIPTIONS = {
 def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: int,
                    arch: str = "default", *, aux_classifier: bool = False,
                    projection: bool = False, spectral_norm: bool = False,
-                   conditional_bn: bool = False) -> dict[str, nn.Module]:
+                   conditional_bn: bool = False, d_dropout: float | None = None) -> dict[str, nn.Module]:
     """Create the networks of one model kind with dimensions taken from the data set.
 
     Args:
@@ -443,7 +448,9 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
             concatenated with the image (``TrainConfig.d_conditioning="projection"``).
         spectral_norm: spectral normalisation in the discriminator (``TrainConfig.spectral_norm``).
         conditional_bn: cgan: per-class BatchNorm gains and biases in the generator
-            (``TrainConfig.g_conditioning="batchnorm"``).
+            (``TrainConfig.conditional_bn``).
+        d_dropout: dropout probability in the discriminator (``TrainConfig.d_dropout``); None
+            gives the kind's default (``DEFAULT_D_DROPOUT`` in :mod:`ganport.trainer.config`).
 
     Returns:
         ``{"generator": ..., "discriminator": ...}`` plus ``"encoder"`` for ``aae``.
@@ -464,7 +471,9 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
     if (aux_classifier or projection) and kind not in CONDITIONAL_KINDS:
         raise InvalidInputError(f"an auxiliary classifier or projection discriminator needs a conditional "
                                 f"kind, not {kind!r}", hint=f"use {' or '.join(CONDITIONAL_KINDS)}")
-    sn = {"spectral_norm": spectral_norm}
+    if d_dropout is None:
+        d_dropout = DEFAULT_D_DROPOUT[kind]
+    sn = {"spectral_norm": spectral_norm, "dropout": float(d_dropout)}
     cond = {"aux_classes": n_classes if aux_classifier else 0, "projection": projection, **sn}
     preset = ARCH_PRESETS[arch]
     if kind == "gan":
@@ -472,8 +481,7 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
                 "discriminator": MLPDiscriminator(img_shape, **sn)}
     if kind == "cgan":
         return {"generator": CondMLPGenerator(latent_dim, n_classes, img_shape, conditional_bn=conditional_bn),
-                "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), dropout=0.4,
-                                                  **cond)}
+                "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), **cond)}
     if kind == "dcgan":
         return {"generator": DCGenerator(latent_dim, img_shape, **preset),
                 "discriminator": DCDiscriminator(img_shape, **sn)}

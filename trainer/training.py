@@ -230,7 +230,8 @@ class _Trainer:
         nets = build_networks(cfg.kind, self.info.image_shape, self.info.n_classes, cfg.latent_dim,
                               arch=cfg.arch, aux_classifier=self.aux_weight > 0,
                               projection=cfg.d_conditioning == "projection",
-                              spectral_norm=cfg.spectral_norm, conditional_bn=cfg.conditional_bn)
+                              spectral_norm=cfg.spectral_norm, conditional_bn=cfg.conditional_bn,
+                              d_dropout=cfg.d_dropout)
         self.nets = {role: net.to(self.device) for role, net in nets.items()}
         lrs = {"generator": cfg.lr_g, "discriminator": cfg.lr_d, "encoder": cfg.lr_e}
         # The fused kernel updates every tensor in one pass: a quarter of a CPU step was the
