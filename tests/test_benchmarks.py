@@ -61,9 +61,15 @@ def test_serving_result(quick_run):
     out, stdout = quick_run
     result = _load(out, "serving")
     assert result["rows"], "no rows"
+    own = [row for row in result["rows"] if row.get("server") == "own process"]
+    assert len(own) == 1 and own[0]["batch"] == 64 and own[0]["images_per_s"] > 0
+    assert own[0]["ratio"] == pytest.approx(own[0]["images_per_s"] / own[0]["in_process_images_per_s"])
+    assert any(h["name"].startswith("gRPC (own process)/in-process mlp28") for h in result["headline"])
     for row in result["rows"]:
         assert row["model"] == "mlp28" and row["batch"] >= 1
         assert row["in_process_images_per_s"] > 0
+        if row is own[0]:
+            continue
         for encoding in ("png", "uint8", "float32"):
             assert row[encoding]["images_per_s"] > 0
             assert row[encoding]["ratio"] > 0
