@@ -473,23 +473,23 @@ def build_networks(kind: str, img_shape: list[int], n_classes: int, latent_dim: 
                                 f"kind, not {kind!r}", hint=f"use {' or '.join(CONDITIONAL_KINDS)}")
     if d_dropout is None:
         d_dropout = DEFAULT_D_DROPOUT[kind]
-    sn = {"spectral_norm": spectral_norm, "dropout": float(d_dropout)}
-    cond = {"aux_classes": n_classes if aux_classifier else 0, "projection": projection, **sn}
+    d_options = {"spectral_norm": spectral_norm, "dropout": float(d_dropout)}
+    cond = {"aux_classes": n_classes if aux_classifier else 0, "projection": projection, **d_options}
     preset = ARCH_PRESETS[arch]
     if kind == "gan":
         return {"generator": MLPGenerator(latent_dim, img_shape),
-                "discriminator": MLPDiscriminator(img_shape, **sn)}
+                "discriminator": MLPDiscriminator(img_shape, **d_options)}
     if kind == "cgan":
         return {"generator": CondMLPGenerator(latent_dim, n_classes, img_shape, conditional_bn=conditional_bn),
                 "discriminator": MLPDiscriminator(img_shape, n_classes, hidden=(512, 512, 512), **cond)}
     if kind == "dcgan":
         return {"generator": DCGenerator(latent_dim, img_shape, **preset),
-                "discriminator": DCDiscriminator(img_shape, **sn)}
+                "discriminator": DCDiscriminator(img_shape, **d_options)}
     if kind == "cdcgan":
         return {"generator": CondDCGenerator(latent_dim, n_classes, img_shape, **preset),
                 "discriminator": DCDiscriminator(img_shape, n_classes, **cond)}
     return {"generator": DCGenerator(latent_dim, img_shape, **preset),
-            "discriminator": DCDiscriminator(img_shape, **sn),
+            "discriminator": DCDiscriminator(img_shape, **d_options),
             "encoder": Encoder(img_shape, latent_dim)}
 
 

@@ -235,7 +235,7 @@ class _Trainer:
         self.nets = {role: net.to(self.device) for role, net in nets.items()}
         lrs = {"generator": cfg.lr_g, "discriminator": cfg.lr_d, "encoder": cfg.lr_e}
         # The fused kernel updates every tensor in one pass: a quarter of a CPU step was the
-        # per-tensor Adam loop (docs/TRAINING.md, "Step cost").
+        # per-tensor Adam loop (docs/TRAINING.md, "Step cost on CPU").
         self.optimizers = {role: torch.optim.Adam(net.parameters(), lr=lrs[role],
                                                   betas=(cfg.beta1, cfg.beta2),
                                                   fused=self.device.type in ("cpu", "cuda"))
