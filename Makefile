@@ -60,11 +60,11 @@ protos: venv
 
 ## Benchmarks (see benchmarks/README.md). `bench` includes the Triton peer (`peer`), building
 ## its venv on first use; when the peer cannot be built or started it says why and goes on.
-bench: venv
+bench: venv runtime-venv
 	$(VENV)/bin/python -m benchmarks.run
 
 ## ganport against a real Triton peer (PyTriton 0.7.0), side by side in one run.
-bench-peer: venv
+bench-peer: venv runtime-venv
 	$(VENV)/bin/python -m benchmarks.run --only peer
 
 ## The Triton peer's environment: build/peer-venv from Debian's /usr/bin/python3.11 (PyTriton 0.7.0

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 #: Default folder for the JSON results.
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+#: The torch-free runtime venv as users install it (`make runtime-venv`: pip install '.[cpu]').
+RUNTIME_VENV = ".venv-runtime"
 #: Version of the JSON layout written by :func:`write_result`.
 RESULT_SCHEMA = 1
 #: Distributions whose versions are recorded with every result.

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (ROOT, BenchContext, headline, make_table, new_result, python_for,
+from benchmarks.common import (ROOT, RUNTIME_VENV, BenchContext, headline, make_table, new_result, python_for,
                                triton_status)
 from benchmarks.servers import ServeProcess
 
@@ -173,7 +173,7 @@ def extra_costs() -> dict[str, Any]:
 
 def _runtime_venv(ctx: BenchContext, result: dict[str, Any]) -> Path | None:
     """``.venv-runtime`` if present; else build one in the scratch folder (not under --quick)."""
-    existing = ROOT / ".venv-runtime"
+    existing = ROOT / RUNTIME_VENV
     if python_for(existing).exists():
         result["settings"]["runtime_venv"] = str(existing)
         return existing

@@ -308,10 +308,9 @@ class ModelRepository:
         # load_generator opens packages with the server's --max-batch, the batch size to warm up.
         seconds = await asyncio.to_thread(warm_up, generator, generator.max_batch)
         model = self._make_model(name, generator, version)
-        replaced = version in self.registry.versions(name)
         await self.registry.add(model)
-        if replaced:
-            release_memory()
+        # A replaced version's buffers, and the parsed model file of any load, are free now.
+        await asyncio.to_thread(release_memory)
         self._reasons.pop((name, version), None)
         self._failed.pop((name, version), None)
         self._loaded[(name, version)] = contents

@@ -53,7 +53,7 @@ from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
-from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, warm_up
+from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, release_memory, warm_up
 from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
                                                 parse_policy, policy_from_config, scan)
 from ganport.runtime.server.rpc import CallGuard, add_service
@@ -482,6 +482,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     for name, versions in generators.items():
         for version, gen in versions.items():
             logger.info("warmed up model %r version %s in %.0f ms", name, version, warm_up(gen, max_batch) * 1000)
+    release_memory()  # loading parsed each model file into buffers that are free now
     metrics = Metrics()
 
     def make_model(name: str, gen: Any, version: str = FLAT_VERSION) -> ServedModel:
