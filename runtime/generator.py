@@ -420,8 +420,8 @@ class Generator:
                            dtype=np.int64)
         if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
             resolved = labels.reshape(-1).astype(np.int64)
-            bad = resolved[(resolved < 0) | (resolved >= info.n_classes)]
-            if bad.size:
+            if resolved.size and (resolved.min() < 0 or resolved.max() >= info.n_classes):
+                bad = resolved[(resolved < 0) | (resolved >= info.n_classes)]
                 self._label_index(int(bad[0]))  # raises with the standard message
         else:
             try:
@@ -482,8 +482,9 @@ class Generator:
         if array.ndim != 2 or array.shape[1] != latent_dim:
             raise InvalidInputError(f"{name} must have shape [N, {latent_dim}] (N latent vectors of length "
                                     f"{latent_dim}), got {list(array.shape)}")
-        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
-            array = np.ascontiguousarray(array, dtype=np.float32)
+        if array.dtype != np.float32 or not array.flags.c_contiguous:
+            with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported below
+                array = np.ascontiguousarray(array, dtype=np.float32)
         finite = np.isfinite(array)
         if not finite.all():
             rows = np.flatnonzero(~finite.all(axis=1))

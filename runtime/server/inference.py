@@ -158,7 +158,7 @@ async def infer(model: ServedModel, tensors: dict[str, np.ndarray], limits: Limi
         if label.shape != (len(z),):
             raise InvalidInputError(f"input 'label' must have shape [{len(z)}] or [{len(z)}, 1] (one per row of z), "
                                     f"got {list(label.shape)}")
-        labels = model.generator.resolve_labels(label.astype(np.int64), len(z))
+        labels = model.generator.resolve_labels(label, len(z))
     return np.ascontiguousarray(await model.run(z, labels, context), dtype="<f4")
 
 

@@ -96,12 +96,23 @@ class Metrics:
         self._batch_totals: dict[str, dict[int, list]] = {}  # model -> {size: [n, s]}
         self._last_batch: dict[str, float] = {}  # model -> time.time() at the end of its last call
         self._queue_depths: dict[str, dict[Any, int]] = {}  # model -> {batcher: waiting requests}
+        # Labelled series looked up once: ``labels()`` takes a lock and builds a key on every call,
+        # and these are recorded several times per request.
+        self._series: dict[tuple, Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (series are never removed)."""
+        key = (metric._name, *labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
 
     # -- recording -----------------------------------------------------------------------------
     def observe_request(self, model: str, method: str, code: str, seconds: float) -> None:
         """Record one finished RPC with its status code name (``OK``, ``INVALID_ARGUMENT``...)."""
-        self.requests.labels(model, method, code).inc()
-        self.request_seconds.labels(model, method).observe(seconds)
+        self._child(self.requests, model, method, code).inc()
+        self._child(self.request_seconds, model, method).observe(seconds)
         with self._totals_lock:
             total = self._request_totals.setdefault((model, method, code), [0, 0.0])
             total[0] += 1
@@ -109,9 +120,9 @@ class Metrics:
 
     def observe_batch(self, model: str, size: int, compute_seconds: float) -> None:
         """Record one model call of ``size`` images."""
-        self.batch_size.labels(model).observe(size)
-        self.compute_seconds.labels(model).observe(compute_seconds)
-        self.images.labels(model).inc(size)
+        self._child(self.batch_size, model).observe(size)
+        self._child(self.compute_seconds, model).observe(compute_seconds)
+        self._child(self.images, model).inc(size)
         if size > self._max_batch.get(model, 0):
             self._max_batch[model] = size
         with self._totals_lock:
@@ -122,7 +133,7 @@ class Metrics:
 
     def observe_queue(self, model: str, seconds: float) -> None:
         """Record how long one request waited before its first model call."""
-        self.queue_seconds.labels(model).observe(seconds)
+        self._child(self.queue_seconds, model).observe(seconds)
 
     def observe_drop(self, model: str, reason: str) -> None:
         """Record a request dropped before running."""
@@ -150,7 +161,7 @@ class Metrics:
             else:
                 depths.pop(source, None)  # idle batchers (and closed ones) leave no entry
             total = sum(depths.values())
-        self.queue_depth.labels(model).set(total)
+        self._child(self.queue_depth, model).set(total)
 
     # -- reading -------------------------------------------------------------------------------
     def _sum(self, name: str, **labels: str) -> float:

@@ -160,9 +160,12 @@ def _stream_requests(guard: CallGuard, request_class: type,
 class _Call:
     """One call's guard: maps any exception to a status, then records metrics and the log line.
 
-    Used as ``async with _Call(guard, method, context) as call:`` around a handler's body; the
-    body sets ``call.model`` once the request is decoded.
+    Used as ``call = _Call(...)``; ``try: ... except BaseException as exc: await call.failed(exc);
+    raise`` ``finally: call.record()`` around a handler's body (plain statements, not an ``async
+    with``: this runs on every request). The body sets ``call.model`` once the request is decoded.
     """
+
+    __slots__ = ("guard", "method", "context", "model", "code", "started")
 
     def __init__(self, guard: CallGuard, method: str, context: grpc.aio.ServicerContext):
         self.guard = guard
@@ -172,24 +175,19 @@ class _Call:
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
 
-    async def __aenter__(self) -> "_Call":
-        return self
+    async def failed(self, exc: BaseException) -> None:
+        """Set the status for ``exc``; an error of ours aborts the call (raises ``AbortError``)."""
+        if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted itself (e.g. health)
+            self.code = _code_of(self.context, grpc.StatusCode.UNKNOWN)
+            return
+        if not isinstance(exc, Exception):  # cancelled, or the stream was closed
+            self.code = grpc.StatusCode.CANCELLED
+            return
+        self.code, message = _mapped(exc, self.method, self.model)
+        await self.context.abort(self.code, message)
 
-    async def __aexit__(self, exc_type, exc, traceback) -> bool:
-        try:
-            if exc is None:
-                return False
-            if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted itself (e.g. health)
-                self.code = _code_of(self.context, grpc.StatusCode.UNKNOWN)
-                return False
-            if not isinstance(exc, Exception):  # cancelled, or the stream was closed
-                self.code = grpc.StatusCode.CANCELLED
-                return False
-            self.code, message = _mapped(exc, self.method, self.model)
-            await self.context.abort(self.code, message)  # raises AbortError
-            return False
-        finally:
-            self.guard.record(self.model, self.method, self.code, self.started, self.context)
+    def record(self) -> None:
+        self.guard.record(self.model, self.method, self.code, self.started, self.context)
 
 
 def _handler(guard: CallGuard, name: str, method_descriptor, impl: Callable, is_open: bool):
@@ -212,17 +210,35 @@ def _handler(guard: CallGuard, name: str, method_descriptor, impl: Callable, is_
 
     if not server_streaming:
         async def behaviour(request_or_iterator, context):
-            async with _Call(guard, name, context) as call:
+            call = _Call(guard, name, context)
+            try:
                 return await impl(begin(call, request_or_iterator), context)
+            except BaseException as exc:
+                await call.failed(exc)
+                raise
+            finally:
+                call.record()
     elif inspect.isasyncgenfunction(impl):
         async def behaviour(request_or_iterator, context):
-            async with _Call(guard, name, context) as call:
+            call = _Call(guard, name, context)
+            try:
                 async for item in impl(begin(call, request_or_iterator), context):
                     yield item
+            except BaseException as exc:
+                await call.failed(exc)
+                raise
+            finally:
+                call.record()
     else:  # a coroutine that writes with context.write (e.g. grpc_health's Watch)
         async def behaviour(request_or_iterator, context):
-            async with _Call(guard, name, context) as call:
+            call = _Call(guard, name, context)
+            try:
                 await impl(begin(call, request_or_iterator), context)
+            except BaseException as exc:
+                await call.failed(exc)
+                raise
+            finally:
+                call.record()
 
     factory = {(False, False): grpc.unary_unary_rpc_method_handler,
                (False, True): grpc.unary_stream_rpc_method_handler,
