@@ -148,14 +148,8 @@ class ServeProcess:
         return self.proc.pid
 
     def memory(self) -> dict[str, float]:
-        """Resident memory from ``/proc/PID/status``: ``rss_mib`` (VmRSS) and ``peak_rss_mib`` (VmHWM)."""
-        values: dict[str, float] = {}
-        names = {"VmRSS": "rss_mib", "VmHWM": "peak_rss_mib"}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key = line.split(":", 1)[0]
-            if key in names:
-                values[names[key]] = int(line.split()[1]) / 1024.0  # kB -> MiB
-        return values
+        """The server's resident memory (:func:`proc_memory`)."""
+        return proc_memory(self.pid)
 
     def loaded(self, needles: Sequence[str]) -> dict[str, bool]:
         """Which of ``needles`` (e.g. ``libtorch``) appear among the process's mapped files."""
@@ -186,6 +180,31 @@ class ServeProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+#: ``/proc/PID/status`` fields -> :func:`proc_memory` keys.
+_MEMORY_FIELDS = {"VmRSS": "rss_mib", "VmHWM": "peak_rss_mib", "RssAnon": "rss_anon_mib", "RssFile": "rss_file_mib"}
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    """Resident memory of one process from ``/proc/PID/status``, MiB ({} once it is gone).
+
+    ``rss_mib`` (VmRSS) = ``rss_anon_mib`` (RssAnon: the process's own heap and stacks) +
+    ``rss_file_mib`` (RssFile: mapped pages of its shared libraries) + shared memory;
+    ``peak_rss_mib`` is VmHWM. RssFile is not the process's own: the same library files mapped
+    by two processes can differ by 15 MiB with the page cache's folio sizes (seen on Linux 6.18
+    with identical wheels in two venvs), which is why the anonymous part is reported apart.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    values: dict[str, float] = {}
+    for line in lines:
+        key = line.split(":", 1)[0]
+        if key in _MEMORY_FIELDS:
+            values[_MEMORY_FIELDS[key]] = int(line.split()[1]) / 1024.0  # kB -> MiB
+    return values
 
 
 def prometheus_value(text: str, metric: str, labels: Mapping[str, str] | None = None) -> float:

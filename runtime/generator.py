@@ -419,6 +419,8 @@ class Generator:
             return np.full(n, self._label_index(labels.item() if isinstance(labels, np.ndarray) else labels),
                            dtype=np.int64)
         if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":
+            if labels.size == 1:  # the common one-label request, without the array passes below
+                return np.full(n, self._label_index(int(labels.reshape(-1)[0])), dtype=np.int64)
             resolved = labels.reshape(-1).astype(np.int64)
             if resolved.size and (resolved.min() < 0 or resolved.max() >= info.n_classes):
                 bad = resolved[(resolved < 0) | (resolved >= info.n_classes)]

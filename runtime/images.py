@@ -58,7 +58,8 @@ def to_uint8(images: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> 
     np.rint(scaled, out=scaled)
     np.fmax(scaled, 0, out=scaled)
     np.fmin(scaled, 255, out=scaled)
-    return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1)).astype(np.uint8)
+    # One copy: the cast writes NHWC in C order (astype's default "K" would keep NCHW strides).
+    return scaled.transpose(0, 2, 3, 1).astype(np.uint8, order="C")
 
 
 def from_uint8(images: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
