@@ -102,7 +102,7 @@ class Metrics:
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached (series are never removed)."""
-        key = (metric._name, *labels)
+        key = (id(metric), *labels)  # the metric objects live as long as this Metrics
         child = self._series.get(key)
         if child is None:
             child = self._series[key] = metric.labels(*labels)
