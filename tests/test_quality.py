@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,16 @@ def test_eval_of_a_run_checkpoint_keeps_its_json_in_the_run(tiny_checkpoint, ref
 def test_eval_of_unknown_model_is_a_clean_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing"), "--dataset", "digits"]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_eval_against_an_unknown_data_set_is_one_error_line_without_a_warning(tiny_checkpoint, capsys, caplog):
+    ckpt = tiny_checkpoint("cgan")
+    capsys.readouterr()  # the fixture's training output
+    with caplog.at_level(logging.WARNING):
+        assert main(["eval", str(ckpt), "--dataset", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown data set 'nosuch'") and "glyphs" in err  # names the valid choices
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "a warning came before the error"
 
 
 # ------------------------------------------------------------------------------ EMA export

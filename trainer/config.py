@@ -42,7 +42,14 @@ DEFAULT_D_CONDITIONING = "projection"
 #: before the option existed, so a checkpoint without it rebuilds the same network.
 DEFAULT_D_DROPOUT = {"gan": 0.0, "cgan": 0.4, "dcgan": 0.25, "cdcgan": 0.25, "aae": 0.25}
 DEVICES = ("auto", "cpu", "cuda")
-ARCHS = ("default", "simpsons")
+#: Architecture presets of the convolutional kinds (``--arch``): generator/discriminator
+#: constructor arguments by name (the network code reads them in ``build_networks``).
+ARCH_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The 128x128 Simpsons-faces report: Linear to 512x8x8, nearest upsampling + 9x9 convolutions.
+    "simpsons": {"start_channels": 512, "kernel_size": 9},
+}
+ARCHS = tuple(ARCH_PRESETS)
 
 #: Options that may differ between a checkpoint's config and a resumed run.
 RESUMABLE_OVERRIDES = frozenset({

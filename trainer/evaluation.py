@@ -440,6 +440,10 @@ def classifier_spec_for(source: ModelSource, dataset: str | None = None,
     name = dataset or source.dataset
     if not name:
         raise InvalidInputError("the model does not record its data set", hint="pass --dataset NAME")
+    if dataset:
+        from ganport.trainer.datasets.registry import get_spec
+
+        get_spec(dataset)  # an unknown name is an error before any warning about it
     if source.dataset and dataset and source.dataset != dataset:
         logger.warning("the model was trained on %r, evaluating against %r", source.dataset, dataset)
     c, h, w = source.image_shape

@@ -27,7 +27,7 @@ from torch import nn
 
 from ganport.errors import InvalidInputError
 from ganport.runtime.manifest import CONDITIONAL_KINDS
-from ganport.trainer.config import DEFAULT_D_DROPOUT
+from ganport.trainer.config import ARCH_PRESETS, DEFAULT_D_DROPOUT
 
 logger = logging.getLogger(__name__)
 
@@ -412,13 +412,6 @@ NETWORKS: dict[str, type[_Recorded]] = {
     cls.__name__: cls
     for cls in (MLPGenerator, CondMLPGenerator, MLPDiscriminator, DCGenerator, CondDCGenerator,
                 DCDiscriminator, Encoder)
-}
-
-#: Architecture presets for the convolutional kinds (``--arch``).
-ARCH_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    # The 128x128 Simpsons-faces report: Linear to 512x8x8, nearest upsampling + 9x9 convolutions.
-    "simpsons": {"start_channels": 512, "kernel_size": 9},
 }
 
 KIND_DESCRIPTIONS = {
