@@ -279,8 +279,6 @@ def labels_from_message(message: pb.Labels, limit: int) -> Any:
         if len(name) > MAX_LABEL_NAME:
             raise InvalidInputError(f"a label name has {len(name)} characters; class names and indices have at "
                                     f"most {MAX_LABEL_NAME}")
-    if len(message.indices) == 1:
-        return int(message.indices[0])  # one label for every image, as the sequence [i] means
     if message.indices:
         return np.asarray(message.indices, dtype=np.int64)
     if message.names:
