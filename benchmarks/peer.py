@@ -10,7 +10,7 @@ built here when missing, except under ``--quick``). Set ``GANPORT_BENCH_PEER=off
 peer, or to a Python interpreter to use another peer environment.
 
 ganport runs as ``ganport serve`` subprocesses (:class:`benchmarks.servers.ServeProcess`) with its
-default batching settings (``--threads`` as given, ``--metrics-port``), plus one with
+default settings (``--threads`` only when it is not the core count, ``--metrics-port``), plus one with
 ``--max-batch 1`` for the sequential comparison. Both servers are driven by the same
 multi-process closed-loop load generator (:mod:`benchmarks.load`): ``tritonclient.grpc`` for
 both (ganport's KServe v2 service), and ganport's native ``Generate`` (raw uint8) for ganport.
@@ -283,8 +283,9 @@ def run(ctx: BenchContext) -> dict[str, Any]:
         "rounds": ctx.pick(1, 3), "many_clients": many,
         "seconds": {"many": ctx.pick(1.0, 4.0), "batch64": ctx.pick(0.5, 3.0), "sequential": ctx.pick(0.5, 3.0)},
         "max_calls_per_client": ctx.pick(300, 20000), "startup_repeats": ctx.pick(1, 3),
-        "ganport": "ganport serve subprocess, default batching flags, --threads, --metrics-port 0 "
-                   "(+ one with --max-batch 1)",
+        "ganport": "ganport serve subprocess, default batching flags, --metrics-port 0, --threads only when "
+                   "--threads is not the core count (else the server's defaults: threads and --instances "
+                   "auto) (+ one with --max-batch 1)",
         "peer": f"PyTriton 0.7.0 (tritonserver 2.51, Python backend) in {PEER_VENV.relative_to(ROOT)}: the same "
                 f"model.onnx through onnxruntime in the callable; max_batch_size {MAX_BATCH}, dynamic batching "
                 f"max_queue_delay {QUEUE_DELAY_US} us; onnxruntime intra-op threads {ctx.threads}, one inter-op "
@@ -341,8 +342,17 @@ def _start_peer(ctx: BenchContext, state: dict[str, Any], package: Path, tag: st
         return None
 
 
+def _ganport_threads(ctx: BenchContext, extra: tuple[str, ...]) -> list[str]:
+    """``--threads`` for a ganport server: none when ``--threads`` is the machine's core count
+    (the server's own defaults then decide threads and instances, as for a user who sets
+    nothing), else ``ctx.threads``; an explicit ``--threads`` in ``extra`` wins."""
+    if "--threads" in extra or ctx.threads == len(os.sched_getaffinity(0)):
+        return []
+    return ["--threads", str(ctx.threads)]
+
+
 def _ganport(ctx: BenchContext, package: Path, tag: str, *extra: str, python: str = sys.executable) -> ServeProcess:
-    args = ["--threads", str(ctx.threads), "--metrics-port", "0", *extra]
+    args = [*_ganport_threads(ctx, extra), "--metrics-port", "0", *extra]
     return ServeProcess(package, args, python=python, cwd=ctx.workdir, log_path=ctx.workdir / f"serve-peer-{tag}.log")
 
 

@@ -39,6 +39,9 @@ MANIFEST_VERSION = 1
 KINDS = ("gan", "dcgan", "cgan", "cdcgan", "aae")
 #: Kinds whose generator takes a ``label`` input (a tuple: its order is stable in messages).
 CONDITIONAL_KINDS = ("cgan", "cdcgan")
+#: Kinds whose generator is convolutional: the only ones ``--arch`` applies to, and the ones
+#: ``serve --instances auto`` gives two instances on CPU.
+CONV_KINDS = ("dcgan", "cdcgan", "aae")
 #: Kinds that also export an encoder (images -> latents).
 ENCODER_KINDS = ("aae",)
 #: Fields that define what a model computes: a package's manifest and the metadata embedded in

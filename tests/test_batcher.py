@@ -270,6 +270,31 @@ def test_instances_bound_the_model_calls_running_at_once(instances):
     run(main())
 
 
+@pytest.mark.parametrize("instances, rows, sizes", [
+    (1, 64, [64]),          # one instance takes it all
+    (2, 64, [32, 32]),      # two idle instances split a lone big request evenly
+    (3, 7, [2, 2, 3]),      # 7 rows on 3 idle instances: 3, then 2 and 2
+    (2, 1, [1]),            # a lone one-row request is never split
+])
+def test_idle_instances_share_what_is_queued(instances, rows, sizes):
+    """With several instances idle, a queued request is split among them (one call each, all
+    running at once) instead of one instance computing it alone; the caller gets its rows in order."""
+    async def main():
+        model = ConcurrencyProbe()
+        b = DynamicBatcher(model, "m", max_batch=64, instances=instances)
+        model.gate.clear()
+        values = [float(i) for i in range(rows)]
+        future = b.submit(z_of(*values))
+        await until(lambda: model.running == len(sizes), f"{len(sizes)} model calls to run")
+        model.gate.set()
+        out = await future
+        assert out.reshape(-1).tolist() == values
+        assert sorted(len(batch) for batch in model.batches) == sorted(sizes)
+        assert model.most == len(sizes)
+        await b.close()
+    run(main())
+
+
 def test_instances_must_be_positive():
     with pytest.raises(ValueError):
         DynamicBatcher(FakeModel(), "m", instances=0)

@@ -643,6 +643,54 @@ def test_client_cannot_connect_is_one_error_line(tmp_path, capsys):
 
 
 
+def test_auto_instances_give_convolutional_models_two_on_cpu(server):
+    """The default ``instances="auto"``: the AAE (a convolutional decoder) gets 2 instances on a
+    CPU with 2+ cores, the MLP cGAN 1; Triton clients read the same counts from the model config."""
+    import os
+
+    import tritonclient.grpc as grpcclient
+
+    expected = {"aae": 2 if len(os.sched_getaffinity(0)) >= 2 else 1, "glyphs": 1}
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    for name, count in expected.items():
+        assert server.models.get_model(name).batcher.instances == count
+        assert [group.count for group in client.get_model_config(name).config.instance_group] == [count]
+
+
+@pytest.mark.parametrize("instances, kind, device, cores, threads, expected", [
+    ("auto", "dcgan", "cpu", 2, None, 2), ("auto", "cdcgan", "cpu", 16, None, 2), ("auto", "aae", "cpu", 2, None, 2),
+    ("auto", "dcgan", "cpu", 1, None, 1), ("auto", "dcgan", "cuda:0", 16, None, 1),
+    ("auto", "cgan", "cpu", 16, None, 1), ("auto", "gan", "cpu", 2, None, 1),
+    # explicit --threads: two instances only where two calls of that many threads fit the cores
+    ("auto", "dcgan", "cpu", 2, 1, 2), ("auto", "dcgan", "cpu", 2, 2, 1), ("auto", "dcgan", "cpu", 16, 8, 2),
+    (3, "cgan", "cpu", 2, None, 3), ("2", "dcgan", "cuda", 2, 4, 2),
+])
+def test_resolve_instances(monkeypatch, instances, kind, device, cores, threads, expected):
+    from ganport.runtime.server import instances as module
+
+    monkeypatch.setattr(module, "_cores", lambda: cores)
+    assert module.resolve_instances(instances, kind, device, threads) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, "two", "", 1.5, None])
+def test_bad_instances_name_the_valid_choices(models_dir, bad):
+    from ganport.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="invalid instances") as info:
+        create_server("127.0.0.1:0", models_dir / "glyphs", instances=bad)
+    assert "'auto' or an integer >= 1" in str(info.value)
+
+
+def test_bad_instances_flag_is_one_error_line(models_dir, capsys):
+    from ganport.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(models_dir / "glyphs"), "--port", "0", "--instances", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid instances '0'" in err and "'auto' or an integer >= 1" in err and "Traceback" not in err
+
+
 def test_two_instances_give_every_caller_its_own_images(models_dir, gens):
     """``instances=2``: batches of one model run two at a time; answers equal the in-process ones."""
     srv, port = create_server("127.0.0.1:0", models_dir / "glyphs", instances=2, max_batch=4)

@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ganport.errors import InvalidInputError
-from ganport.runtime.manifest import CONDITIONAL_KINDS, KINDS
+from ganport.runtime.manifest import CONDITIONAL_KINDS, CONV_KINDS, KINDS
 
 logger = logging.getLogger(__name__)
 
 # KINDS (what ``train`` accepts) and CONDITIONAL_KINDS come from ganport.runtime.manifest, their one
 # home; the networks live in :mod:`ganport.trainer.models`.
-#: Kinds whose generator is convolutional (the only ones ``arch`` applies to).
-CONV_KINDS = ("dcgan", "cdcgan", "aae")
 LOSS_NAMES = ("bce", "minimax", "lsgan", "hinge")
 #: How a conditional discriminator sees the label (``d_conditioning``).
 D_CONDITIONINGS = ("concat", "projection")

@@ -67,11 +67,13 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU inference threads per model (default: the CPU cores divided among the models)")
     p.add_argument("--max-batch", type=int, default=64, help="most images per model call (default 64)")
-    p.add_argument("--instances", type=int, default=1,
+    from ganport.runtime.server.instances import AUTO_INSTANCES
+
+    p.add_argument("--instances", type=_instances, default=AUTO_INSTANCES, metavar="{auto,N}",
                    help="model calls per model that may run at once, each in its own thread (Triton's "
-                        "instance count; default 1). With --threads unset the cores are shared among them: "
-                        "on CPU, --instances 2 gives more images/s under many clients, a little more "
-                        "latency for a lone request")
+                        "instance count). auto (default): 2 for convolutional models on a CPU with 2+ "
+                        "cores (more images/s under many clients; a batch is split across idle "
+                        "instances), 1 otherwise. With --threads unset the cores are shared among them")
     p.add_argument("--max-delay-ms", type=float, default=0.0,
                    help="how long the oldest queued request may wait for its batch to fill (default 0: "
                         "run whatever is queued as soon as the model is free; under load batches grow "
@@ -120,6 +122,16 @@ def _register_serve(subparsers) -> None:
                         "version folders 1/, 2/ ...; default: its folder name), e.g. KServe's "
                         "InferenceService name for /mnt/models")
     p.set_defaults(handler=_serve)
+
+
+def _instances(text: str):
+    """``--instances``: ``auto`` or a count >= 1 (argparse reports anything else as ``error: ...``)."""
+    from ganport.runtime.server.instances import check_instances
+
+    try:
+        return check_instances(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _policy_type(parse):

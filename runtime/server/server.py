@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,10 +47,12 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ganport.errors import GanportError, InvalidInputError, PackageError
-from ganport.runtime.manifest import MANIFEST_NAME
+from ganport.runtime.manifest import MANIFEST_NAME, read_manifest
 from ganport.runtime.server.auth import server_credentials
 from ganport.runtime.server.batcher import DynamicBatcher
 from ganport.runtime.server.cache import ResponseCache
+from ganport.runtime.server.instances import (AUTO_INSTANCES, InstancesArg, check_instances, default_threads,
+                                              resolve_instances)
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
 from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, release_memory, warm_up
 from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
@@ -110,36 +111,39 @@ def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAUL
     return selected
 
 
-def default_threads(n_models: int, instances: int = 1) -> int:
-    """Intra-op threads per model call when none are given: the CPU cores shared among the calls
-    that can run at once (``instances`` per model).
+def load_for_serving(directory: Path, *, n_models: int, backend: Optional[str] = None, device: str = "cpu",
+                     threads: Optional[int] = None, max_batch: int = 64,
+                     instances: InstancesArg = AUTO_INSTANCES) -> Any:
+    """Load one package as a ``Generator`` for serving (at start-up and on a repository load).
 
-    With one model and one instance a batch gets every core; with several models or instances,
-    each call gets an equal share (at least one), so busy models do not oversubscribe the CPU.
+    onnxruntime sessions are opened with intra-op spinning off (idle threads sleep instead of
+    busy-waiting between batches) and ``threads`` intra-op threads (default
+    :func:`default_threads` of ``n_models``, the versions served, and the package's
+    :func:`resolve_instances`).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // (max(1, n_models) * max(1, instances)))
+    from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
+
+    if not threads:
+        kind = read_manifest(directory).kind
+        threads = default_threads(n_models, resolve_instances(instances, kind, device))
+    return Generator.load(directory, backend=backend, device=device, threads=threads, max_batch=max_batch,
+                          spin=False)
 
 
 def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device: str = "cpu",
                 threads: Optional[int] = None, max_batch: int = 64,
                 version_policy: VersionPolicy = DEFAULT_POLICY,
-                model_name: Optional[str] = None, instances: int = 1) -> dict[str, dict[str, Any]]:
-    """Load every package under ``path`` (see :func:`find_packages`) as a ``Generator`` for serving.
-
-    onnxruntime sessions are opened with intra-op spinning off (idle threads sleep instead of
-    busy-waiting between batches) and ``threads`` intra-op threads (default
-    :func:`default_threads` of the number of versions served and ``instances``).
+                model_name: Optional[str] = None,
+                instances: InstancesArg = AUTO_INSTANCES) -> dict[str, dict[str, Any]]:
+    """Load every package under ``path`` (see :func:`find_packages`) with :func:`load_for_serving`.
 
     Returns:
         ``{name: {version: Generator}}``.
     """
-    from ganport.runtime.generator import Generator  # heavy: onnxruntime (or torch) on demand
-
     packages = find_packages(path, version_policy, model_name)
-    threads = threads or default_threads(sum(len(v) for v in packages.values()), instances)
-    return {name: {version: Generator.load(directory, backend=backend, device=device, threads=threads,
-                                           max_batch=max_batch, spin=False)
+    n_models = sum(len(v) for v in packages.values())
+    return {name: {version: load_for_serving(directory, n_models=n_models, backend=backend, device=device,
+                                             threads=threads, max_batch=max_batch, instances=instances)
                    for version, directory in versions.items()}
             for name, versions in packages.items()}
 
@@ -397,7 +401,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   poll_seconds: float = 2.0, cache_mb: float = 0.0, http_port: Optional[int] = None,
                   http_host: Optional[str] = None,
                   version_policy: Union[str, VersionPolicy] = DEFAULT_POLICY,
-                  model_name: Optional[str] = None, instances: int = 1) -> tuple[GanportServer, int]:
+                  model_name: Optional[str] = None,
+                  instances: InstancesArg = AUTO_INSTANCES) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -408,10 +413,10 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             Generators (served under ``info.name`` as version "1").
         backend, device, threads: how to load packages from a directory (threads: intra-op
             threads per model call, default :func:`default_threads`).
-        instances: model calls per model version that may run at once (Triton's instance count;
-            default 1). On CPU, ``instances=2, threads=1`` gets more images per second out of two
-            cores than one call with two threads when many clients keep the model busy, at some
-            cost in single-request latency (benchmarks/README.md, "Model instances").
+        instances: model calls per model version that may run at once (Triton's instance count),
+            or ``"auto"`` (default): 2 for convolutional models on a CPU with 2 or more cores, else
+            1 (:func:`resolve_instances`). With ``threads`` unset the cores are shared among the
+            instances (:func:`default_threads`).
         max_batch: most images per model call (requests are merged up to it, big ones split).
         max_delay_ms: how long the oldest queued request may wait for a batch to fill; 0
             (default) runs whatever is queued as soon as the model is free.
@@ -454,8 +459,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     Raises:
         GanportError: the address cannot be bound, or no models.
     """
-    if instances < 1:
-        raise GanportError(f"instances must be >= 1, got {instances}")
+    instances = check_instances(instances)
     # grpc would wrap an out-of-range port around (99999 -> 34463) and serve there.
     address_port = address.rsplit(":", 1)[-1] if ":" in address else ""
     for what, port in (("port", address_port if address_port.lstrip("-").isdigit() else None),
@@ -487,22 +491,21 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
 
     def make_model(name: str, gen: Any, version: str = FLAT_VERSION) -> ServedModel:
         # Metrics are labelled by model name only (every version together): bounded cardinality.
+        count = resolve_instances(instances, gen.info.kind, gen.device, threads)
         return ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
                                                      max_delay_ms=max_delay_ms, max_queue=max_queue,
-                                                     metrics=metrics, instances=instances), version)
+                                                     metrics=metrics, instances=count), version)
 
     registry = ModelRegistry([make_model(name, gen, version) for name, versions in generators.items()
                               for version, gen in versions.items()])
     repository = ModelRepository(registry)
     if isinstance(models, (str, Path)):
         # Packages loaded later (KServe RepositoryModelLoad) open exactly as the first ones did.
-        load_threads = threads or default_threads(len(registry.served()), instances)
+        n_served = len(registry.served())
 
         def load_generator(directory: Path) -> Any:
-            from ganport.runtime.generator import Generator
-
-            return Generator.load(directory, backend=backend, device=device, threads=load_threads,
-                                  max_batch=max_batch, spin=False)
+            return load_for_serving(directory, n_models=n_served, backend=backend, device=device,
+                                    threads=threads, max_batch=max_batch, instances=instances)
 
         repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control, metrics,
                                      version_policy=policy, model_name=model_name)
