@@ -657,6 +657,17 @@ def test_auto_instances_give_convolutional_models_two_on_cpu(server):
         assert [group.count for group in client.get_model_config(name).config.instance_group] == [count]
 
 
+def test_auto_instances_leave_generator_objects_at_one(gens):
+    """Generators passed as objects keep the threads they were loaded with: "auto" gives even a
+    convolutional one a single instance; an explicit count still applies."""
+    for instances, expected in (("auto", 1), (2, 2)):
+        srv, _ = create_server("127.0.0.1:0", {"aae": gens["aae"]}, instances=instances)
+        try:
+            assert srv.models.get_model("aae").batcher.instances == expected
+        finally:
+            srv.stop(grace=0)
+
+
 @pytest.mark.parametrize("instances, kind, device, cores, threads, expected", [
     ("auto", "dcgan", "cpu", 2, None, 2), ("auto", "cdcgan", "cpu", 16, None, 2), ("auto", "aae", "cpu", 2, None, 2),
     ("auto", "dcgan", "cpu", 1, None, 1), ("auto", "dcgan", "cuda:0", 16, None, 1),

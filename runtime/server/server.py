@@ -415,7 +415,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
             threads per model call, default :func:`default_threads`).
         instances: model calls per model version that may run at once (Triton's instance count),
             or ``"auto"`` (default): 2 for convolutional models on a CPU with 2 or more cores, else
-            1 (:func:`resolve_instances`). With ``threads`` unset the cores are shared among the
+            1 (:func:`resolve_instances`); 1 for Generators passed as objects, whose threads were
+            chosen when they were loaded. With ``threads`` unset the cores are shared among the
             instances (:func:`default_threads`).
         max_batch: most images per model call (requests are merged up to it, big ones split).
         max_delay_ms: how long the oldest queued request may wait for a batch to fill; 0
@@ -481,6 +482,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         raise GanportError("model_name applies to a models directory only")
     if model_name is not None:
         check_model_name(model_name)
+    from_directory = isinstance(models, (str, Path))
     generators = _as_generators(models, policy, model_name, backend=backend, device=device, threads=threads,
                                 max_batch=max_batch, instances=instances)
     for name, versions in generators.items():
@@ -491,7 +493,10 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
 
     def make_model(name: str, gen: Any, version: str = FLAT_VERSION) -> ServedModel:
         # Metrics are labelled by model name only (every version together): bounded cardinality.
-        count = resolve_instances(instances, gen.info.kind, gen.device, threads)
+        # Generators given as objects keep the threads they were loaded with: "auto" adds no
+        # second call on top of them.
+        auto_as_one = instances == AUTO_INSTANCES and not from_directory
+        count = 1 if auto_as_one else resolve_instances(instances, gen.info.kind, gen.device, threads)
         return ServedModel(name, gen, DynamicBatcher(gen.run_prepared, name, max_batch=max_batch,
                                                      max_delay_ms=max_delay_ms, max_queue=max_queue,
                                                      metrics=metrics, instances=count), version)
@@ -499,7 +504,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     registry = ModelRegistry([make_model(name, gen, version) for name, versions in generators.items()
                               for version, gen in versions.items()])
     repository = ModelRepository(registry)
-    if isinstance(models, (str, Path)):
+    if from_directory:
         # Packages loaded later (KServe RepositoryModelLoad) open exactly as the first ones did.
         n_served = len(registry.served())
 
