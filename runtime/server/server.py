@@ -624,5 +624,6 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         # The REST /v2/repository routes use the server's model repository (load/unload/index).
         http_app.repository = repository
     logger.info("configured %d model(s) on %s (port %d): %s", len(registry), address, port,
-                ", ".join(f"{m.name} v{m.version} [{m.backend}/{m.device}]" for m in registry.served()))
+                ", ".join(f"{m.name} v{m.version} [{m.backend}/{m.device}, {m.batcher.instances} instance(s)]"
+                          for m in registry.served()))
     return server, port
