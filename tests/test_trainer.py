@@ -140,30 +140,6 @@ def test_amp_on_cpu_uses_bfloat16_and_trains(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "config.json").read_text())["amp"] is True
 
 
-def test_lr_decay_falls_linearly_to_zero_and_resumes_on_the_same_schedule(tmp_path: Path) -> None:
-    # 8 steps, decay from step 4: the rate of the step from 7 to 8 is (8 - 7) / (8 - 4) = 1/4 of
-    # the base. Resuming the run from its step-4 checkpoint continues the same schedule.
-    common = ["--n-samples", "40", "--lr-decay-start", "0.5", "--lr-g", "1e-3", "--lr-d", "2e-3",
-              "--checkpoint-interval", "4"]
-    assert _train_cli(tmp_path, "cgan", *common, "--steps", "8") == 0
-    checkpoints = tmp_path / "run" / "checkpoints"
-    straight = load_checkpoint(checkpoints / "latest.pt")
-    lrs = {role: state["param_groups"][0]["lr"] for role, state in straight["optimizers"].items()}
-    assert lrs == pytest.approx({"generator": 1e-3 / 4, "discriminator": 2e-3 / 4})
-    assert load_checkpoint(checkpoints / "step_000004.pt")["optimizers"]["generator"]["param_groups"][0][
-        "lr"] == pytest.approx(1e-3)  # steps 1-4 ran at the full rate
-    assert main(["train", "--resume", str(checkpoints / "step_000004.pt"), "--steps", "8"]) == 0
-    resumed = load_checkpoint(checkpoints / "latest.pt")
-    assert resumed["step"] == 8
-    for role in ("generator", "discriminator"):
-        assert _max_weight_diff(straight["networks"][role]["state_dict"],
-                                resumed["networks"][role]["state_dict"]) <= 1e-6
-    # Without the option the rates stay constant.
-    assert _train_cli(tmp_path, "cgan", "--steps", "3", "--lr-g", "1e-3", run="constant") == 0
-    constant = load_checkpoint(tmp_path / "constant" / "checkpoints" / "latest.pt")
-    assert constant["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
-
-
 # ------------------------------------------------------------------------------ checkpoints
 
 
@@ -356,7 +332,6 @@ def test_unknown_kind_and_dataset_list_the_choices(tmp_path: Path, capsys: pytes
     (["gan", "--loss", "wasserstein"], "bce, minimax, lsgan, hinge"),
     (["gan", "--batch-size", "0"], "batch_size=0"),
     (["gan", "--dataset-option", "oops"], "KEY=VALUE"),
-    (["gan", "--lr-decay-start", "1.5"], "lr_decay_start=1.5"),
 ])
 def test_bad_options_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", *args, "--dataset", "digits", "--out-dir", str(tmp_path)]) == 2

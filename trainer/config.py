@@ -100,9 +100,6 @@ class TrainConfig:
     lr_g: float = field(default=2e-4, metadata=_help("Adam learning rate of the generator"))
     lr_d: float = field(default=2e-4, metadata=_help("Adam learning rate of the discriminator"))
     lr_e: float = field(default=2e-4, metadata=_help("Adam learning rate of the encoder (aae only)"))
-    lr_decay_start: float = field(default=1.0, metadata=_help(
-        "fraction of the run after which every learning rate falls linearly, step by step, to 0 at "
-        "the last step (1.0 = constant rates, 0.5 = decay over the second half)"))
     beta1: float = field(default=0.5, metadata=_help("Adam beta1 of every optimizer"))
     beta2: float = field(default=0.999, metadata=_help("Adam beta2 of every optimizer"))
     sample_interval: int = field(default=200, metadata=_help(
@@ -285,11 +282,6 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
                 raise InvalidInputError(f"{name}={value!r} must be a number in (0, 1)")
-        if (not isinstance(self.lr_decay_start, (int, float)) or isinstance(self.lr_decay_start, bool)
-                or not 0 <= self.lr_decay_start <= 1):
-            raise InvalidInputError(f"lr_decay_start={self.lr_decay_start!r} must be a fraction in [0, 1]",
-                                    hint="1.0 keeps the learning rates constant; 0.5 decays them over the second half")
-        self.lr_decay_start = float(self.lr_decay_start)
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:

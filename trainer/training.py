@@ -240,7 +240,6 @@ class _Trainer:
                                                   betas=(cfg.beta1, cfg.beta2),
                                                   fused=self.device.type in ("cpu", "cuda"))
                            for role, net in self.nets.items()}
-        self.base_lrs = {role: lrs[role] for role in self.optimizers}
         self.ema = EMA(self.nets["generator"], cfg.ema) if cfg.ema > 0 else None
         use_amp = cfg.amp
         self.autocast_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
@@ -365,21 +364,6 @@ class _Trainer:
         return z.to(self.device), None
 
     # ----------------------------------------------------------------------------- steps
-
-    def _lr_scale(self) -> float:
-        """Factor on every base learning rate for the coming step: 1 before ``lr_decay_start`` of
-        the run, then falling linearly to 0 at ``total_steps`` (a function of the step alone, so
-        a resumed run continues the same schedule)."""
-        start = self.config.lr_decay_start * self.total_steps
-        if self.step < start:
-            return 1.0
-        return max(0.0, (self.total_steps - self.step) / max(1.0, self.total_steps - start))
-
-    def _apply_lr_schedule(self) -> None:
-        scale = self._lr_scale()
-        for role, optimizer in self.optimizers.items():
-            for group in optimizer.param_groups:
-                group["lr"] = self.base_lrs[role] * scale
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.use_amp)
@@ -668,8 +652,6 @@ class _Trainer:
                 bar.set_description(f"epoch {epoch + 1}/{n_epochs}")
                 for batch_index, (images, labels) in enumerate(self.loader, start=start_batch):
                     step_start = time.perf_counter()
-                    if cfg.lr_decay_start < 1:
-                        self._apply_lr_schedule()
                     images = images.to(self.device, non_blocking=True)
                     labels = labels.to(self.device, non_blocking=True) if self.conditional else None
                     window.append({k: v.detach() for k, v in step_fn(images, labels).items()})
