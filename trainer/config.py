@@ -139,7 +139,7 @@ class TrainConfig:
     augment: str = field(default="", metadata=_help(
         "differentiable augmentation of every image the discriminator sees, real and generated "
         "(DiffAugment, Zhao et al. 2020): a comma-separated policy of "
-        + ", ".join(AUGMENTATIONS) + " (empty = none; measurements in docs/TRAINING.md)"))
+        + ", ".join(AUGMENTATIONS) + " (e.g. translation,cutout; measurements in docs/TRAINING.md)"))
     conditional_bn: bool = field(default=False, metadata=_help(
         "cgan: per-class gains and biases on the generator's BatchNorm layers (conditional batch "
         "normalisation), besides the label embedding at its input"))
@@ -346,6 +346,8 @@ def option_help(f: dataclasses.Field) -> str:
         parts.append(f"default {'on' if default else 'off'}")
     elif isinstance(default, float):
         parts.append(f"default {default:g}")
+    elif default == "":
+        parts.append("default none")
     elif default is not None and default is not dataclasses.MISSING:
         parts.append(f"default {default}")
     text = f.metadata["help"]
