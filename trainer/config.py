@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ganport.errors import InvalidInputError
-from ganport.trainer.augment import AUGMENTATIONS, parse_policy
 from ganport.runtime.manifest import CONDITIONAL_KINDS, CONV_KINDS, KINDS
 
 logger = logging.getLogger(__name__)
@@ -136,10 +135,6 @@ class TrainConfig:
         + "; measurements in docs/TRAINING.md)"))
     spectral_norm: bool = field(default=False, metadata=_help(
         "spectral normalisation of the discriminator's layers (Miyato et al. 2018)"))
-    augment: str = field(default="", metadata=_help(
-        "differentiable augmentation of every image the discriminator sees, real and generated "
-        "(DiffAugment, Zhao et al. 2020): a comma-separated policy of "
-        + ", ".join(AUGMENTATIONS) + " (e.g. translation,cutout; measurements in docs/TRAINING.md)"))
     conditional_bn: bool = field(default=False, metadata=_help(
         "cgan: per-class gains and biases on the generator's BatchNorm layers (conditional batch "
         "normalisation), besides the label embedding at its input"))
@@ -299,14 +294,6 @@ class TrainConfig:
         for name in ("amp", "spectral_norm", "conditional_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"{name}={getattr(self, name)!r} must be true or false")
-        if not isinstance(self.augment, str):
-            raise InvalidInputError(f"augment={self.augment!r} must be a comma-separated policy",
-                                    hint=f"choose from {', '.join(AUGMENTATIONS)}, e.g. translation,cutout")
-        try:
-            self.augment = ",".join(parse_policy(self.augment))
-        except ValueError as exc:
-            raise InvalidInputError(f"augment={self.augment!r}: {exc}",
-                                    hint="e.g. --augment translation,cutout") from exc
         if not isinstance(self.dataset_options, dict):
             raise InvalidInputError("dataset_options must be a mapping of option name to value")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name
@@ -346,8 +333,6 @@ def option_help(f: dataclasses.Field) -> str:
         parts.append(f"default {'on' if default else 'off'}")
     elif isinstance(default, float):
         parts.append(f"default {default:g}")
-    elif default == "":
-        parts.append("default none")
     elif default is not None and default is not dataclasses.MISSING:
         parts.append(f"default {default}")
     text = f.metadata["help"]

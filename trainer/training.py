@@ -79,7 +79,6 @@ from ganport.trainer import distributed
 from ganport.trainer.checkpoint import (capture_rng_state, load_checkpoint, network_entry,
                                         restore_rng_state, save_checkpoint)
 from ganport.trainer.config import TrainConfig
-from ganport.trainer.augment import diff_augment, parse_policy
 from ganport.trainer.ema import EMA
 from ganport.trainer.loader import make_loader
 from ganport.trainer.losses import (aae_regularised_loss, auxiliary_class_loss, discriminator_loss,
@@ -242,7 +241,6 @@ class _Trainer:
                                                   fused=self.device.type in ("cpu", "cuda"))
                            for role, net in self.nets.items()}
         self.ema = EMA(self.nets["generator"], cfg.ema) if cfg.ema > 0 else None
-        self.augment = parse_policy(cfg.augment)
         use_amp = cfg.amp
         self.autocast_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.use_amp = use_amp
@@ -388,8 +386,6 @@ class _Trainer:
     def _discriminate(self, images: torch.Tensor, labels: torch.Tensor | None,
                       with_classes: bool = False) -> Any:
         d = self.models["discriminator"]
-        if self.augment:
-            images = diff_augment(images, self.augment)
         if with_classes:
             return d(images, labels, with_classes=True)
         return d(images, labels) if self.conditional else d(images)
