@@ -263,3 +263,59 @@ def test_health_per_model_follows_load_and_unload(tmp_path):
             assert status("digits") == "NOT_SERVING"
     finally:
         server.stop(grace=1)
+
+
+def _break(package: Path) -> Path:
+    onnx = package / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:200])  # a truncated copy
+    return package
+
+
+def test_a_broken_package_at_start_up_stops_the_server_unless_told_otherwise(tmp_path, capsys):
+    models = tmp_path / "models"
+    _package(models / "digits", seed=0)
+    _break(_package(models / "broken", seed=1))
+    _package(models / "versioned" / "1", seed=2)
+    _break(_package(models / "versioned" / "2", seed=3))
+    # Default (Triton's --exit-on-error): one error line naming the package, exit 2.
+    assert main(["serve", str(models), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "model.onnx" in err and len(err.strip().splitlines()) == 1
+    only_broken = tmp_path / "only-broken"
+    shutil.copytree(models / "broken", only_broken / "broken")
+    assert main(["serve", str(only_broken), "--port", "0", "--model-control", "none", "--no-exit-on-error"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no model in") and "'broken' version 1" in err and "--model-control" in err
+
+    server, port = create_server("127.0.0.1:0", models, model_control="poll", poll_seconds=0.2, exit_on_error=False)
+    server.start()
+    try:
+        assert "digits" in server.models and "broken" not in server.models
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        index = {(m.name, m.version): m for m in client.get_model_repository_index().models}
+        assert index[("broken", "1")].state == "UNAVAILABLE"
+        assert "load failed" in index[("broken", "1")].reason and "broken/model.onnx" in index[("broken", "1")].reason
+        assert str(tmp_path) not in index[("broken", "1")].reason  # clients never see the server's paths
+        assert server.metrics.count("ganport_model_loads_total", model="broken", result="failed") == 1
+        # latest:1 with a broken newest version: the first poll serves the one before it.
+        deadline = time.monotonic() + 10
+        while "versioned" not in server.models and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(server.models.versions("versioned")) == ["1"]
+        assert index[("versioned", "2")].state == "UNAVAILABLE"
+        # Repairing the files brings the broken model in, as any later poll would.
+        _package(tmp_path / "fixed" / "broken", seed=1)
+        shutil.copy(tmp_path / "fixed" / "broken" / "model.onnx", models / "broken" / "model.onnx")
+        deadline = time.monotonic() + 10
+        while "broken" not in server.models and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "broken" in server.models
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = pb_grpc.GeneratorServiceStub(channel).Generate(
+                pb.GenerateRequest(model="broken", count=1, seed=7, labels=pb.Labels(indices=[3]), encoding=RAW_UINT8),
+                timeout=TIMEOUT)
+        assert reply.images.data == _expected(tmp_path / "fixed" / "broken")
+    finally:
+        server.stop(grace=1)

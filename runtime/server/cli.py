@@ -106,6 +106,11 @@ def _register_serve(subparsers) -> None:
 
     p.add_argument("--model-control", choices=tuple(MODEL_CONTROL), default=DEFAULT_MODEL_CONTROL,
                    help="what may change the served models: " + "; ".join(f"{k}: {v}" for k, v in MODEL_CONTROL.items()))
+    p.add_argument("--exit-on-error", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop with an error when a package fails to load at start-up (default, as Triton's "
+                        "--exit-on-error); --no-exit-on-error serves the models that load and lists the others "
+                        "as UNAVAILABLE with the reason (`ganport models list`); --model-control poll retries "
+                        "one when its files change")
     p.add_argument("--cache-mb", type=float, default=0.0,
                    help="MiB of answers to deterministic requests (seeded Generate and RenderWord, Decode) kept "
                         "in an LRU cache, dropped when their model reloads (default 0: off)")
@@ -188,7 +193,8 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, metrics_host=args.metrics_host, workers=args.workers,
         kserve=args.kserve, model_control=args.model_control, poll_seconds=args.poll_seconds,
         cache_mb=args.cache_mb, http_port=args.http_port, http_host=args.http_host,
-        version_policy=args.version_policy, model_name=args.model_name, instances=args.instances)
+        version_policy=args.version_policy, model_name=args.model_name, instances=args.instances,
+        exit_on_error=args.exit_on_error)
 
     stop = threading.Event()
 

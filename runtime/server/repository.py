@@ -286,6 +286,29 @@ class ModelRepository:
                                + f" (served versions: {served})")
         return list(self.registry.versions(name).values())
 
+    def record_failure(self, name: str, version: str, directory: Path, exc: BaseException,
+                       contents: Optional[tuple] = None) -> str:
+        """Note that version ``version`` of ``name`` failed to load from ``directory`` with ``exc``
+        (logged, counted, listed as the version's reason in the index; polling retries it once
+        its files change from ``contents``, default: what they are now).
+
+        Returns:
+            The failure as clients see it (the server's paths replaced by package-relative names).
+        """
+        shown = f"{name!r} version {version}"
+        logger.warning("loading model %s from %s failed: %s", shown, directory, exc,
+                       exc_info=None if isinstance(exc, GanportError) else exc)
+        detail = self._public(str(exc) if isinstance(exc, GanportError) else f"{type(exc).__name__}: {exc}",
+                              name, self.directory / name if self.directory is not None else directory)
+        if version in self.registry.versions(name):
+            self._reasons[(name, version)] = f"reload failed, the previously loaded files serve: {detail}"
+        else:
+            self._reasons[(name, version)] = f"load failed: {detail}"
+        self._failed[(name, version)] = fingerprint(directory) if contents is None else contents
+        if self._metrics is not None:
+            self._metrics.observe_load(name, ok=False)
+        return detail
+
     async def _load_version(self, name: str, version: str, directory: Path) -> ServedModel:
         """Open, verify, warm up and serve one version (replacing that version if served)."""
         contents = fingerprint(directory)
@@ -293,17 +316,7 @@ class ModelRepository:
         try:
             generator = await asyncio.to_thread(self._load_generator, directory)
         except Exception as exc:  # noqa: BLE001 - any failure to open a package is reported, not raised raw
-            logger.warning("loading model %s from %s failed: %s", shown, directory, exc,
-                           exc_info=None if isinstance(exc, GanportError) else exc)
-            detail = self._public(str(exc) if isinstance(exc, GanportError) else f"{type(exc).__name__}: {exc}",
-                                  name, self.directory / name if self.directory is not None else directory)
-            if version in self.registry.versions(name):
-                self._reasons[(name, version)] = f"reload failed, the previously loaded files serve: {detail}"
-            else:
-                self._reasons[(name, version)] = f"load failed: {detail}"
-            self._failed[(name, version)] = contents
-            if self._metrics is not None:
-                self._metrics.observe_load(name, ok=False)
+            detail = self.record_failure(name, version, directory, exc, contents)
             raise PackageError(f"cannot load model {shown}: {detail}") from exc
         # load_generator opens packages with the server's --max-batch, the batch size to warm up.
         seconds = await asyncio.to_thread(warm_up, generator, generator.max_batch)

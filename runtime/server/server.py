@@ -54,7 +54,8 @@ from ganport.runtime.server.cache import ResponseCache
 from ganport.runtime.server.instances import (AUTO_INSTANCES, InstancesArg, check_instances, default_threads,
                                               resolve_instances)
 from ganport.runtime.server.metrics import Metrics, MetricsHTTPServer
-from ganport.runtime.server.repository import DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, release_memory, warm_up
+from ganport.runtime.server.repository import (DEFAULT_MODEL_CONTROL, ModelRepository, check_model_name, fingerprint,
+                                               release_memory, warm_up)
 from ganport.runtime.server.versions import (DEFAULT_POLICY, FLAT_VERSION, VersionPolicy, config_path,
                                                 parse_policy, policy_from_config, scan)
 from ganport.runtime.server.rpc import CallGuard, add_service
@@ -134,18 +135,35 @@ def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device
                 threads: Optional[int] = None, max_batch: int = 64,
                 version_policy: VersionPolicy = DEFAULT_POLICY,
                 model_name: Optional[str] = None,
-                instances: InstancesArg = AUTO_INSTANCES) -> dict[str, dict[str, Any]]:
+                instances: InstancesArg = AUTO_INSTANCES,
+                failures: Optional[dict[tuple[str, str], tuple[Path, tuple, Exception]]] = None,
+                ) -> dict[str, dict[str, Any]]:
     """Load every package under ``path`` (see :func:`find_packages`) with :func:`load_for_serving`.
 
+    Args:
+        failures: None (default): the first package that fails to load raises. A dict: a package
+            that fails is left out and recorded there as ``{(name, version): (directory, its
+            fingerprint before the attempt, the exception)}``.
+
     Returns:
-        ``{name: {version: Generator}}``.
+        ``{name: {version: Generator}}`` (without the versions that failed).
     """
     packages = find_packages(path, version_policy, model_name)
     n_models = sum(len(v) for v in packages.values())
-    return {name: {version: load_for_serving(directory, n_models=n_models, backend=backend, device=device,
+    loaded: dict[str, dict[str, Any]] = {}
+    for name, versions in packages.items():
+        for version, directory in versions.items():
+            contents = fingerprint(directory)
+            try:
+                generator = load_for_serving(directory, n_models=n_models, backend=backend, device=device,
                                              threads=threads, max_batch=max_batch, instances=instances)
-                   for version, directory in versions.items()}
-            for name, versions in packages.items()}
+            except Exception as exc:  # noqa: BLE001 - reported with the others, or raised as before
+                if failures is None:
+                    raise
+                failures[(name, version)] = (directory, contents, exc)
+                continue
+            loaded.setdefault(name, {})[version] = generator
+    return loaded
 
 
 def _as_generators(models: ModelsArg, version_policy: VersionPolicy = DEFAULT_POLICY,
@@ -402,7 +420,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
                   http_host: Optional[str] = None,
                   version_policy: Union[str, VersionPolicy] = DEFAULT_POLICY,
                   model_name: Optional[str] = None,
-                  instances: InstancesArg = AUTO_INSTANCES) -> tuple[GanportServer, int]:
+                  instances: InstancesArg = AUTO_INSTANCES,
+                  exit_on_error: bool = True) -> tuple[GanportServer, int]:
     """Build a ganport gRPC server bound to ``address`` (call ``.start()`` on it).
 
     Args:
@@ -450,6 +469,12 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         model_name: serve ``models`` under this name when it is one model (a package or a folder
             of version folders); default: the folder's name. KServe mounts a model at
             ``/mnt/models`` and calls it by the InferenceService's name.
+        exit_on_error: a package of the models directory that fails to load at start-up raises
+            (default, Triton's ``--exit-on-error``). False: the server starts with the models
+            that load and lists the others as ``UNAVAILABLE`` with the load error in the
+            repository index; ``poll`` retries one when its files change, ``explicit`` loads it
+            on request, and a policy such as ``latest:1`` falls back to the previous version on
+            the first poll. With ``none`` at least one model must load.
 
     Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
     served, so health turns SERVING only when the first user call will be fast.
@@ -459,6 +484,7 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
 
     Raises:
         GanportError: the address cannot be bound, or no models.
+        PackageError: a package fails to load (with ``exit_on_error``), or none loads.
     """
     instances = check_instances(instances)
     # grpc would wrap an out-of-range port around (99999 -> 34463) and serve there.
@@ -483,8 +509,14 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
     if model_name is not None:
         check_model_name(model_name)
     from_directory = isinstance(models, (str, Path))
+    failures: Optional[dict] = None if exit_on_error or not from_directory else {}
     generators = _as_generators(models, policy, model_name, backend=backend, device=device, threads=threads,
-                                max_batch=max_batch, instances=instances)
+                                max_batch=max_batch, instances=instances, failures=failures)
+    if failures and not generators and model_control == "none":
+        raise PackageError(f"no model in {models} could be loaded: "
+                           + "; ".join(f"{name!r} version {version}: {exc}"
+                                       for (name, version), (_, _, exc) in failures.items()),
+                           hint="fix the packages, or start with --model-control explicit or poll to load them later")
     for name, versions in generators.items():
         for version, gen in versions.items():
             logger.info("warmed up model %r version %s in %.0f ms", name, version, warm_up(gen, max_batch) * 1000)
@@ -514,6 +546,8 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
 
         repository = ModelRepository(registry, Path(models), load_generator, make_model, model_control, metrics,
                                      version_policy=policy, model_name=model_name)
+        for (name, version), (directory, contents, exc) in (failures or {}).items():
+            repository.record_failure(name, version, directory, exc, contents)
     cache = ResponseCache(int(cache_mb * MIB), metrics)
     # One servicer for gRPC and the REST PNG endpoints: same validation, limits and cache.
     generator_servicer = GeneratorServicer(registry, limits, cache, repository)
