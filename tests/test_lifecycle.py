@@ -299,6 +299,13 @@ def test_a_broken_package_at_start_up_stops_the_server_unless_told_otherwise(tmp
         assert "load failed" in index[("broken", "1")].reason and "broken/model.onnx" in index[("broken", "1")].reason
         assert str(tmp_path) not in index[("broken", "1")].reason  # clients never see the server's paths
         assert server.metrics.count("ganport_model_loads_total", model="broken", result="failed") == 1
+        # A call for it says why it is not served.
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as caught:
+                pb_grpc.GeneratorServiceStub(channel).Generate(pb.GenerateRequest(model="broken", count=1),
+                                                               timeout=TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "load failed" in caught.value.details() and "served models: digits" in caught.value.details()
         # latest:1 with a broken newest version: the first poll serves the one before it.
         deadline = time.monotonic() + 10
         while "versioned" not in server.models and time.monotonic() < deadline:

@@ -152,12 +152,22 @@ class ModelRepository:
         # that must not touch the disk; every scan (index, load, poll) refreshes it.
         self._known: dict[str, dict[str, Path]] = {}
         if self.directory is not None:
+            registry.why_not_served = self.why_not_served
             for name, found in self.packages().items():
                 for version, path in found.items():
                     if version in registry.versions(name):
                         self._loaded[(name, version)] = fingerprint(path)
 
     # -- reading -------------------------------------------------------------------------------
+    def why_not_served(self, name: str, version: str = "") -> Optional[str]:
+        """Why ``name`` (at ``version``; "" = its highest version with a reason) is not served:
+        its load error or "unloaded", or None when nothing is known. Reads no file."""
+        if version:
+            return self._reasons.get((name, version))
+        reasons = sorted(((v, r) for (n, v), r in list(self._reasons.items()) if n == name),
+                         key=lambda item: version_key(item[0]))
+        return f"version {reasons[-1][0]}: {reasons[-1][1]}" if reasons else None
+
     def packages(self) -> dict[str, dict[str, Path]]:
         """``{name: {version: package directory}}`` found now in the served directory (see
         :func:`~.versions.scan`; empty without a directory)."""

@@ -151,6 +151,9 @@ class ModelRegistry(Mapping[str, ServedModel]):
         self._set(versions)
         #: Called with a model name whenever a version of it is added, replaced or removed.
         self.listeners: list[Callable[[str], None]] = []
+        #: ``(name, version) -> reason or None``: why a model (version "" = any) is not served,
+        #: added to NOT_FOUND answers (the model repository sets it; must not touch the disk).
+        self.why_not_served: Optional[Callable[[str, str], Optional[str]]] = None
 
     def _set(self, versions: dict[str, dict[str, ServedModel]]) -> None:
         ordered = {name: dict(sorted(by_version.items(), key=lambda item: _version_key(item[0])))
@@ -222,14 +225,19 @@ class ModelRegistry(Mapping[str, ServedModel]):
         if not by_version:
             served = ", ".join(self._state[1]) or "none"
             shown = repr(name[:200]) if name else "(empty name)"
-            raise ModelNotFoundError(f"model {shown} is not served here; served models: {served}")
+            raise ModelNotFoundError(f"model {shown} is not served here{self._why(name, version)}; "
+                                     f"served models: {served}")
         if not version:
             return list(by_version.values())[-1]
         model = by_version.get(version)
         if model is None:
-            raise ModelNotFoundError(f"model {name!r} has no version {version[:40]!r} served here; served "
-                                     f"versions: {', '.join(by_version)}")
+            raise ModelNotFoundError(f"model {name!r} has no version {version[:40]!r} served here"
+                                     f"{self._why(name, version)}; served versions: {', '.join(by_version)}")
         return model
+
+    def _why(self, name: str, version: Optional[str]) -> str:
+        reason = self.why_not_served(name, version or "") if self.why_not_served is not None and name else None
+        return f" ({reason})" if reason else ""
 
     async def close(self, drain: bool = True) -> None:
         """Close every batcher (running queued work first when ``drain``)."""
