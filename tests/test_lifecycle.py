@@ -286,6 +286,13 @@ def test_a_broken_package_at_start_up_stops_the_server_unless_told_otherwise(tmp
     assert main(["serve", str(only_broken), "--port", "0", "--model-control", "none", "--no-exit-on-error"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no model in") and "'broken' version 1" in err and "--model-control" in err
+    # Fixed models (--model-control none) get the same fallback.
+    fixed_set, _ = create_server("127.0.0.1:0", models, model_control="none", exit_on_error=False)
+    try:
+        assert sorted(fixed_set.models) == ["digits", "versioned"]
+        assert list(fixed_set.models.versions("versioned")) == ["1"]
+    finally:
+        fixed_set.stop(grace=0)
 
     server, port = create_server("127.0.0.1:0", models, model_control="poll", poll_seconds=0.2, exit_on_error=False)
     server.start()
@@ -306,11 +313,9 @@ def test_a_broken_package_at_start_up_stops_the_server_unless_told_otherwise(tmp
                                                                timeout=TIMEOUT)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert "load failed" in caught.value.details() and "served models: digits" in caught.value.details()
-        # latest:1 with a broken newest version: the first poll serves the one before it.
-        deadline = time.monotonic() + 10
-        while "versioned" not in server.models and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # latest:1 with a broken newest version serves the one before it from the start.
         assert list(server.models.versions("versioned")) == ["1"]
+        assert index[("versioned", "1")].state == "READY"
         assert index[("versioned", "2")].state == "UNAVAILABLE"
         # Repairing the files brings the broken model in, as any later poll would.
         _package(tmp_path / "fixed" / "broken", seed=1)

@@ -100,16 +100,18 @@ def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAUL
         raise PackageError(f"no model package in {path}: neither it nor any subdirectory (or its version "
                            f"folders 1/, 2/ ...) has a {MANIFEST_NAME}",
                            hint="export one with `ganport export CHECKPOINT -o DIR`")
-    selected = {}
-    for name, versions in found.items():
-        config = config_path(path, name)
-        try:
-            policy = (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"model {name!r}: {exc.message} ({config})",
-                                    hint="fix or remove the file; see Triton's version_policy syntax") from exc
-        selected[name] = {v: versions[v] for v in policy.select(versions)}
-    return selected
+    return {name: {v: versions[v] for v in _policy(path, name, version_policy).select(versions)}
+            for name, versions in found.items()}
+
+
+def _policy(path: Path, name: str, version_policy: VersionPolicy) -> VersionPolicy:
+    """Model ``name``'s version policy: its ``config.pbtxt`` ``version_policy``, else ``version_policy``."""
+    config = config_path(path, name)
+    try:
+        return (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"model {name!r}: {exc.message} ({config})",
+                                hint="fix or remove the file; see Triton's version_policy syntax") from exc
 
 
 def load_for_serving(directory: Path, *, n_models: int, backend: Optional[str] = None, device: str = "cpu",
@@ -143,26 +145,38 @@ def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device
     Args:
         failures: None (default): the first package that fails to load raises. A dict: a package
             that fails is left out and recorded there as ``{(name, version): (directory, its
-            fingerprint before the attempt, the exception)}``.
+            fingerprint before the attempt, the exception)}``, and the model's policy picks
+            again among the versions left (``latest:1`` with a broken newest version serves the
+            one before it, as a repository load does).
 
     Returns:
         ``{name: {version: Generator}}`` (without the versions that failed).
     """
     packages = find_packages(path, version_policy, model_name)
     n_models = sum(len(v) for v in packages.values())
+    found = scan(Path(path), model_name) if failures is not None else packages
     loaded: dict[str, dict[str, Any]] = {}
-    for name, versions in packages.items():
-        for version, directory in versions.items():
-            contents = fingerprint(directory)
-            try:
-                generator = load_for_serving(directory, n_models=n_models, backend=backend, device=device,
-                                             threads=threads, max_batch=max_batch, instances=instances)
-            except Exception as exc:  # noqa: BLE001 - reported with the others, or raised as before
-                if failures is None:
-                    raise
-                failures[(name, version)] = (directory, contents, exc)
-                continue
-            loaded.setdefault(name, {})[version] = generator
+    for name, selected in packages.items():
+        policy = _policy(Path(path), name, version_policy) if failures is not None else None
+        todo = list(selected)
+        while todo:
+            for version in todo:
+                directory = found[name][version]
+                contents = fingerprint(directory)
+                try:
+                    generator = load_for_serving(directory, n_models=n_models, backend=backend, device=device,
+                                                 threads=threads, max_batch=max_batch, instances=instances)
+                except Exception as exc:  # noqa: BLE001 - reported with the others, or raised as before
+                    if failures is None:
+                        raise
+                    failures[(name, version)] = (directory, contents, exc)
+                    continue
+                loaded.setdefault(name, {})[version] = generator
+            if policy is None:
+                break
+            # The policy's choice among the versions that did not fail, minus those tried.
+            usable = [v for v in found[name] if (name, v) not in failures]
+            todo = [v for v in policy.select(usable) if v not in loaded.get(name, {})]
     return loaded
 
 
@@ -472,9 +486,9 @@ def create_server(address: str, models: ModelsArg, *, backend: Optional[str] = N
         exit_on_error: a package of the models directory that fails to load at start-up raises
             (default, Triton's ``--exit-on-error``). False: the server starts with the models
             that load and lists the others as ``UNAVAILABLE`` with the load error in the
-            repository index; ``poll`` retries one when its files change, ``explicit`` loads it
-            on request, and a policy such as ``latest:1`` falls back to the previous version on
-            the first poll. With ``none`` at least one model must load.
+            repository index; a policy such as ``latest:1`` serves the version before a broken
+            one; ``poll`` retries a failed version when its files change, ``explicit`` loads it
+            on request. With ``none`` at least one model must load.
 
     Every model is warmed up (one call at batch 1 and one at ``max_batch``) before it is
     served, so health turns SERVING only when the first user call will be fast.
