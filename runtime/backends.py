@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,21 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
+_ORT_ERROR = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : (.*)$", re.S)
+
+
+def _ort_reason(exc: BaseException, path: Path) -> str:
+    """onnxruntime's error text without its ``[ONNXRuntimeError] : N :`` prefix and the file
+    path it repeats: ``INVALID_PROTOBUF: Protobuf parsing failed.``"""
+    text = str(exc).strip()
+    match = _ORT_ERROR.match(text)
+    if match is None:
+        return text
+    code, detail = match.groups()
+    detail = re.sub(rf"^Load model from {re.escape(str(path))} failed:\s*", "", detail.strip())
+    return f"{code}: {detail}"
+
+
 def _loads_on_cpu(ort: Any, path: Path) -> bool:
     """Whether ``path`` opens on the CPU provider: tells a CUDA failure from a bad file."""
     try:
@@ -226,7 +242,8 @@ class OnnxBackend(Backend):
                                               f"CUDA for {path.name}: {exc}",
                                               hint="check the GPU driver and CUDA/cuDNN libraries, or use "
                                                    "device='cpu'") from exc
-            raise PackageError(f"cannot load ONNX model {path}: {exc}") from exc
+            raise PackageError(f"cannot load ONNX model {path}: {_ort_reason(exc, path)}",
+                               hint="re-export the package with `ganport export CHECKPOINT -o DIR --force`") from exc
         self.providers = list(self.session.get_providers())
         if kind == "cuda" and (not self.providers or self.providers[0] != "CUDAExecutionProvider"):
             raise BackendUnavailableError(

@@ -130,8 +130,11 @@ def test_load_errors(packages, tmp_path):
 def test_corrupt_or_foreign_artifacts_are_package_errors(packages, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a protobuf at all")
-    with pytest.raises(PackageError, match="cannot load ONNX model"):
+    with pytest.raises(PackageError, match="cannot load ONNX model") as caught:
         Generator.load(broken)
+    # onnxruntime's own wording, without its numeric prefix or the path a second time.
+    assert "INVALID_PROTOBUF: " in str(caught.value) and "[ONNXRuntimeError]" not in str(caught.value)
+    assert str(caught.value).count("broken.onnx") == 1 and "re-export" in (caught.value.hint or "")
     import onnx
 
     foreign = onnx.load(str(packages["glyphs"] / "model.onnx"))
