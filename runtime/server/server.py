@@ -92,6 +92,14 @@ def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAUL
         InvalidInputError: a model's ``config.pbtxt`` has an invalid version policy, or
             ``model_name`` is given for a folder of several models.
     """
+    return {name: {v: versions[v] for v in policy.select(versions)}
+            for name, (versions, policy) in _scan_models(path, version_policy, model_name).items()}
+
+
+def _scan_models(path: Union[str, Path], version_policy: VersionPolicy,
+                 model_name: Optional[str]) -> dict[str, tuple[dict[str, Path], VersionPolicy]]:
+    """``{name: ({version: directory}, policy)}`` of every model at ``path`` (every version found
+    and the model's version policy); raises as :func:`find_packages`."""
     path = Path(path)
     if not path.is_dir():
         raise PackageError(f"{path} is not a directory", hint="pass a model package or a folder of packages")
@@ -100,18 +108,16 @@ def find_packages(path: Union[str, Path], version_policy: VersionPolicy = DEFAUL
         raise PackageError(f"no model package in {path}: neither it nor any subdirectory (or its version "
                            f"folders 1/, 2/ ...) has a {MANIFEST_NAME}",
                            hint="export one with `ganport export CHECKPOINT -o DIR`")
-    return {name: {v: versions[v] for v in _policy(path, name, version_policy).select(versions)}
-            for name, versions in found.items()}
-
-
-def _policy(path: Path, name: str, version_policy: VersionPolicy) -> VersionPolicy:
-    """Model ``name``'s version policy: its ``config.pbtxt`` ``version_policy``, else ``version_policy``."""
-    config = config_path(path, name)
-    try:
-        return (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"model {name!r}: {exc.message} ({config})",
-                                hint="fix or remove the file; see Triton's version_policy syntax") from exc
+    models = {}
+    for name, versions in found.items():
+        config = config_path(path, name)
+        try:
+            policy = (policy_from_config(config) if config is not None and config.is_file() else None) or version_policy
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"model {name!r}: {exc.message} ({config})",
+                                    hint="fix or remove the file; see Triton's version_policy syntax") from exc
+        models[name] = (versions, policy)
+    return models
 
 
 def load_for_serving(directory: Path, *, n_models: int, backend: Optional[str] = None, device: str = "cpu",
@@ -152,30 +158,27 @@ def load_models(path: Union[str, Path], *, backend: Optional[str] = None, device
     Returns:
         ``{name: {version: Generator}}`` (without the versions that failed).
     """
-    packages = find_packages(path, version_policy, model_name)
-    n_models = sum(len(v) for v in packages.values())
-    found = scan(Path(path), model_name) if failures is not None else packages
+    models = _scan_models(path, version_policy, model_name)
+    n_models = sum(len(policy.select(versions)) for versions, policy in models.values())
     loaded: dict[str, dict[str, Any]] = {}
-    for name, selected in packages.items():
-        policy = _policy(Path(path), name, version_policy) if failures is not None else None
-        todo = list(selected)
+    for name, (versions, policy) in models.items():
+        todo = policy.select(versions)
         while todo:
             for version in todo:
-                directory = found[name][version]
-                contents = fingerprint(directory)
+                # What polling compares with to retry a failed version (only kept on failure).
+                contents = fingerprint(versions[version]) if failures is not None else ()
                 try:
-                    generator = load_for_serving(directory, n_models=n_models, backend=backend, device=device,
-                                                 threads=threads, max_batch=max_batch, instances=instances)
+                    generator = load_for_serving(versions[version], n_models=n_models, backend=backend,
+                                                 device=device, threads=threads, max_batch=max_batch,
+                                                 instances=instances)
                 except Exception as exc:  # noqa: BLE001 - reported with the others, or raised as before
                     if failures is None:
                         raise
-                    failures[(name, version)] = (directory, contents, exc)
+                    failures[(name, version)] = (versions[version], contents, exc)
                     continue
                 loaded.setdefault(name, {})[version] = generator
-            if policy is None:
-                break
-            # The policy's choice among the versions that did not fail, minus those tried.
-            usable = [v for v in found[name] if (name, v) not in failures]
+            # The policy's next choice among the versions that did not fail (empty once all loaded).
+            usable = [v for v in versions if (name, v) not in (failures or {})]
             todo = [v for v in policy.select(usable) if v not in loaded.get(name, {})]
     return loaded
 
