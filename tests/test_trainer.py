@@ -218,6 +218,80 @@ def test_ema_weights_are_saved_and_preferred(tiny_checkpoint) -> None:
     assert _max_weight_diff(exported, ema) == 0
 
 
+def _batch_norm_buffers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_ema_recalibration_averages_the_averaged_networks_own_batch_statistics() -> None:
+    from ganport.trainer.ema import EMA
+    from ganport.trainer.models import CondMLPGenerator
+
+    torch.manual_seed(0)
+    net = CondMLPGenerator(8, 3, [1, 6, 6], hidden=(16, 32, 24))
+    ema = EMA(net, 0.5)
+    with torch.no_grad():  # the averaged weights now differ from the network the stats came from
+        for param in net.parameters():
+            param.add_(torch.randn_like(param))
+    ema.update(net)
+    weights = {k: v.clone() for k, v in ema.module.named_parameters()}
+    norms = [m for m in ema.module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 2
+    seen: dict[int, list[torch.Tensor]] = {id(m): [] for m in norms}
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen[id(m)].append(args[0].detach().clone()))
+             for m in norms]
+    gen = torch.Generator().manual_seed(1)
+    used = ema.recalibrate(lambda n: (torch.randn(n, 8, generator=gen), torch.randint(0, 3, (n,), generator=gen)),
+                           batch_size=50, values=1000)
+    for hook in hooks:
+        hook.remove()
+    assert used == 1000  # 20 passes of 50: one value per image and feature
+    for m in norms:
+        batches = seen[id(m)]
+        assert len(batches) == 20
+        # The plain average over the passes of each pass's mean and unbiased variance.
+        torch.testing.assert_close(m.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0))
+        torch.testing.assert_close(m.running_var, torch.stack([b.var(0) for b in batches]).mean(0))
+        assert m.momentum == 0.1  # restored
+    assert not ema.module.training
+    assert all(torch.equal(p, weights[k]) for k, p in ema.module.named_parameters())  # weights untouched
+
+
+def test_ema_recalibration_counts_positions_of_convolutional_layers() -> None:
+    from ganport.trainer.ema import EMA
+    from ganport.trainer.models import CondDCGenerator, MLPDiscriminator
+
+    ema = EMA(CondDCGenerator(8, 3, [1, 16, 16], start_channels=8), 0.9)
+    # The smallest BatchNorm2d map is 8x8 here: 64 values per image, so 1000 values take 16 images.
+    used = ema.recalibrate(lambda n: (torch.randn(n, 8), torch.randint(0, 3, (n,))), batch_size=4, values=1000)
+    assert used == 16
+    assert EMA(MLPDiscriminator([1, 6, 6]), 0.9).recalibrate(lambda n: (torch.randn(n, 1, 6, 6),)) == 0
+
+
+def test_only_the_last_checkpoint_re_estimates_the_ema_batch_statistics(tmp_path: Path) -> None:
+    assert _train_cli(tmp_path, "cgan", "--ema", "0.9", "--steps", "4", "--checkpoint-interval", "2") == 0
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    middle, last = load_checkpoint(ckpt_dir / "step_000002.pt"), load_checkpoint(ckpt_dir / "latest.pt")
+    assert last["step"] == 4
+    copied = _batch_norm_buffers(middle["ema_generator"])
+    assert copied and all(torch.equal(v, middle["networks"]["generator"]["state_dict"][k]) for k, v in copied.items())
+    own = _batch_norm_buffers(last["ema_generator"])
+    trained = _batch_norm_buffers(last["networks"]["generator"]["state_dict"])
+    assert _max_weight_diff(own, trained) > 0
+    # They are the averaged generator's: fresh latents through it in training mode agree with
+    # them far better than with the trained network's statistics.
+    g = build_from_checkpoint(last).train()
+    batch = {}
+    for name, m in g.named_modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.register_forward_pre_hook(lambda m, args, name=name: batch.setdefault(name, args[0].detach()))
+    with torch.no_grad():
+        g(torch.randn(20_000, 8), torch.randint(0, 10, (20_000,)))
+    for name, x in batch.items():
+        own_err = (x.mean(0) - own[f"{name}.running_mean"]).abs().max()
+        trained_err = (x.mean(0) - trained[f"{name}.running_mean"]).abs().max()
+        assert own_err < 0.2 * trained_err, (name, own_err, trained_err)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_tiny_checkpoint_fixture(kind: str, tiny_checkpoint) -> None:
     path = tiny_checkpoint(kind)

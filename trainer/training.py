@@ -99,6 +99,7 @@ _SAMPLE_CHUNK = 256  # images per generator call when drawing grids
 _AAE_RECON_IMAGES = 32
 # Seed offsets so sample latents and per-rank noise never share a stream with training.
 _SAMPLE_SEED_OFFSET = 7919
+_RECALIBRATION_SEED_OFFSET = 104_729
 _RANK_SEED_STRIDE = 1_000_003
 
 
@@ -189,6 +190,7 @@ class _Trainer:
         self.aux_weight = float(config.aux_weight or 0.0) if self.conditional else 0.0
         self._stop_signal: int | None = None
         self._records: list[dict[str, Any]] = []
+        self._recalibrated_at: int | None = None
 
     # ----------------------------------------------------------------------------- set-up
 
@@ -513,8 +515,40 @@ class _Trainer:
             "metrics": self._records[-1] if self._records else {},
         }
 
+    def _recalibrate_ema(self) -> None:
+        """Standing BatchNorm statistics for the EMA generator's own weights (once per step).
+
+        Between calls the EMA copies the trained network's statistics at every update, which is
+        what the sample grids of the run show; the final checkpoint, the last grid and periodic
+        evaluations get these. The inputs come from a generator of their own, so the training
+        streams (and a resumed run) are not disturbed.
+        """
+        if self.ema is None or self._recalibrated_at == self.step:
+            return
+        gen = torch.Generator().manual_seed(self.config.seed + _RECALIBRATION_SEED_OFFSET)
+
+        def make_inputs(n: int) -> tuple[torch.Tensor, ...]:
+            z = torch.randn(n, self.config.latent_dim, generator=gen).to(self.device)
+            if not self.conditional:
+                return (z,)
+            return z, torch.randint(0, self.info.n_classes, (n,), generator=gen).to(self.device)
+
+        start = time.perf_counter()
+        used = self.ema.recalibrate(make_inputs)
+        self._recalibrated_at = self.step
+        if used:
+            logger.debug("EMA BatchNorm statistics re-estimated from %d latents in %.2f s",
+                         used, time.perf_counter() - start)
+
     def _write_checkpoint(self, numbered: bool = True) -> Path:
-        """Write ``step_NNNNNN.pt`` (when ``numbered``) and ``latest.pt``; prune old ones."""
+        """Write ``step_NNNNNN.pt`` (when ``numbered``) and ``latest.pt``; prune old ones.
+
+        The last checkpoint of a run (its final step, or a stop) holds EMA weights with their own
+        BatchNorm statistics (:meth:`_recalibrate_ema`); earlier ones keep the copied ones, which
+        saves the re-estimate's second or so per checkpoint.
+        """
+        if self.step >= self.total_steps or self._stop_signal is not None:
+            self._recalibrate_ema()
         latest = self.ckpt_dir / "latest.pt"
         payload = self._checkpoint_payload()
         if not numbered:
@@ -559,6 +593,7 @@ class _Trainer:
             return {}
         from ganport.trainer import evaluation
 
+        self._recalibrate_ema()
         generator = self.ema.module if self.ema is not None else self.nets["generator"]
         figures = evaluation.evaluate_during_training(self.config, self.info, generator,
                                                       self.nets.get("encoder"), n=self.config.eval_n)
@@ -671,10 +706,11 @@ class _Trainer:
                         self._log(window, epoch, window_images, time.perf_counter() - window_start,
                                   extra=self._evaluate() if eval_due else None)
                         window, window_images, window_start = [], 0, time.perf_counter()
-                    if self.ctx.is_main and self.step % cfg.sample_interval == 0:
-                        self._write_samples()
+                    # The checkpoint first: at the last step its EMA statistics are the grid's too.
                     if self.ctx.is_main and self.step % cfg.checkpoint_interval == 0:
                         self._write_checkpoint()
+                    if self.ctx.is_main and self.step % cfg.sample_interval == 0:
+                        self._write_samples()
                     if done or self._should_stop():
                         break
         finally:
@@ -685,12 +721,12 @@ class _Trainer:
 
     def _finish(self) -> None:
         """Final samples, checkpoint and loss curve (skipping what this step already wrote)."""
-        if self.step % self.config.sample_interval or self.step == 0:
-            self._write_samples()
         if self.step % self.config.checkpoint_interval or self.step == 0:
             self._write_checkpoint()
         else:
             save_loss_curve(self.run_dir / "loss_curve.png", self._records, self.run_dir.name)
+        if self.step % self.config.sample_interval or self.step == 0:
+            self._write_samples()
         if self._stop_signal is not None:
             logger.warning("stopped by %s at step %d; checkpoint written",
                            signal.Signals(self._stop_signal).name, self.step)
